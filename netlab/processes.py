@@ -1,0 +1,127 @@
+"""Processes netlab starts: started inside a namespace, recorded by pid, ended by pid.
+
+A pid alone can be reused by the kernel after the process dies, so a record also
+keeps the process's start time (field 22 of /proc/PID/stat); a record whose pid
+now belongs to another process is treated as dead and never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from netlab.run import in_netns, require_tool
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What netlab needs to find, supervise and end one process it started."""
+
+    name: str
+    pid: int
+    start_time: int
+    argv: list[str] = field(default_factory=list)
+    netns: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProcessRecord:
+        return cls(**data)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot, or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it yet
+        return None
+    return int(fields[19])
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True when the recorded process still runs (and its pid was not reused)."""
+    return process_start_time(record.pid) == record.start_time
+
+
+def start_process(
+    name: str,
+    argv: Sequence[str],
+    *,
+    netns: str | None = None,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> ProcessRecord:
+    """Start a long-running process (in `netns`) detached from the caller's session."""
+    require_tool(argv[0])
+    full = in_netns(netns, argv)
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    finally:
+        if log_path:
+            out.close()
+    start = None
+    for _ in range(50):
+        start = process_start_time(proc.pid)
+        if start is not None:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.002)
+    if start is None:
+        raise RuntimeError(f"{name} exited at once: {' '.join(full)}")
+    _forget_child(proc)
+    return ProcessRecord(name=name, pid=proc.pid, start_time=start, argv=list(argv), netns=netns)
+
+
+def _forget_child(proc: subprocess.Popen) -> None:
+    # The record, not the Popen object, is how netlab tracks the process; drop the
+    # object without a ResourceWarning. A long-lived caller reaps it in stop_process.
+    proc.returncode = 0
+
+
+def stop_process(record: ProcessRecord, timeout: float = 2.0) -> None:
+    """End the recorded process: SIGTERM, then SIGKILL after `timeout`. Dead is fine."""
+    if not is_alive(record):
+        _reap(record.pid)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not is_alive(record):
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    for _ in range(200):
+        _reap(record.pid)
+        if not is_alive(record):
+            return
+        time.sleep(0.005)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
