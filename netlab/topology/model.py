@@ -1,0 +1,256 @@
+"""The topology model: what a lab contains, validated, with no knowledge of Linux.
+
+Structure (types, ranges, unknown keys) is checked by pydantic; the relations
+between fields (an address inside its subnet, unique addresses and ports,
+references that resolve) by `check_topology`, which reports the exact field
+path, e.g. ``tenants.acme.vms.web.address``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from netlab.errors import TopologyError
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,13}[a-z0-9]$|^[a-z]$")
+NAME_RULE = (
+    "must be 1-15 characters of lowercase letters, digits and '-', starting with a letter "
+    "and not ending with '-' (it becomes part of namespace names)"
+)
+RESERVED_TENANT_NAMES = {"sp", "inet"}
+RESERVED_VM_NAMES = {"edge"}
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"{value!r} {NAME_RULE}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    # A typo in a topology key must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Internet(_Strict):
+    subnet: IPv4Network
+
+
+class Provider(_Strict):
+    gateway: IPv4Address = Field(description="public address of the cloud gateway sp/cgw")
+    core_subnet: IPv4Network
+    core_gateway: IPv4Address = Field(description="address of sp/cgw on the SP core network")
+    nea_listen_port: Port = 1195
+
+
+class NeaPair(_Strict):
+    """The network extension appliances that stretch one tenant network into the cloud."""
+
+    address: IPv4Address = Field(description="tenant NEA on the production network")
+    sp_address: IPv4Address = Field(description="SP NEA on the cloud network")
+    sp_core_address: IPv4Address = Field(description="SP NEA on the SP core network")
+    tunnel_port: Port = Field(description="UDP port at the cloud gateway for this tunnel")
+
+
+class Network(_Strict):
+    subnet: IPv4Network
+    gateway: IPv4Address = Field(description="the tenant edge router on this network")
+    nea: NeaPair | None = None
+    dhcp_range: tuple[IPv4Address, IPv4Address] | None = None
+
+
+class Vm(_Strict):
+    network: Name
+    address: IPv4Address | None = None
+    dhcp: bool = False
+
+
+class Replication(_Strict):
+    retention: int = Field(3, ge=1, le=100, description="restore points kept per VM")
+
+
+class Tenant(_Strict):
+    edge: IPv4Address = Field(description="public address of the tenant edge router")
+    networks: dict[Name, Network] = Field(min_length=1)
+    vms: dict[Name, Vm] = Field(default_factory=dict)
+    replication: Replication = Field(default_factory=Replication)
+
+
+class Topology(_Strict):
+    name: str = "lab"
+    internet: Internet
+    provider: Provider
+    tenants: dict[Name, Tenant] = Field(min_length=1)
+
+    def static_vms(self) -> Iterator[tuple[str, str, Vm]]:
+        """(tenant, vm, model) of every VM with a static address, in file order."""
+        for tenant_name, tenant in self.tenants.items():
+            for vm_name, vm in tenant.vms.items():
+                if not vm.dhcp:
+                    yield tenant_name, vm_name, vm
+
+
+def node_names(topology: Topology) -> list[str]:
+    """Every node name a user can type, in a stable order (see netlab.plan for the scheme)."""
+    names = ["sp/cgw"]
+    for tenant_name, tenant in topology.tenants.items():
+        names.append(f"{tenant_name}/edge")
+        for net_name, net in tenant.networks.items():
+            if net.nea is not None:
+                names.append(f"{tenant_name}/nea-{net_name}")
+                names.append(f"sp/nea-{tenant_name}-{net_name}")
+        for vm_name, vm in tenant.vms.items():
+            names.append(f"{tenant_name}/{vm_name}")
+            if not vm.dhcp:
+                names.append(f"{tenant_name}/{vm_name}@sp")
+    return names
+
+
+class _AddressBook:
+    """Addresses already taken on one segment, to report the first holder of a duplicate."""
+
+    def __init__(self, segment: str, subnet: IPv4Network) -> None:
+        self.segment = segment
+        self.subnet = subnet
+        self.holders: dict[IPv4Address, str] = {}
+
+    def take(self, address: IPv4Address, field: str) -> None:
+        if address not in self.subnet:
+            raise TopologyError(f"{field}: {address} is outside {self.segment} ({self.subnet})")
+        if self.subnet.prefixlen < 31 and address in (
+            self.subnet.network_address,
+            self.subnet.broadcast_address,
+        ):
+            raise TopologyError(
+                f"{field}: {address} is the network or broadcast address of {self.subnet}"
+            )
+        if address in self.holders:
+            raise TopologyError(
+                f"{field}: {address} is already used by {self.holders[address]} on {self.segment}"
+            )
+        self.holders[address] = field
+
+
+def check_topology(topology: Topology) -> Topology:
+    """Check every relation between fields; raise TopologyError naming the field."""
+    internet = _AddressBook("the internet segment", topology.internet.subnet)
+    internet.take(topology.provider.gateway, "provider.gateway")
+    core = _AddressBook("the SP core network", topology.provider.core_subnet)
+    core.take(topology.provider.core_gateway, "provider.core_gateway")
+    if topology.internet.subnet.overlaps(topology.provider.core_subnet):
+        raise TopologyError(
+            f"provider.core_subnet: {topology.provider.core_subnet} overlaps the internet "
+            f"segment {topology.internet.subnet}"
+        )
+    tunnel_ports: dict[int, str] = {}
+    for tenant_name, tenant in topology.tenants.items():
+        where = f"tenants.{tenant_name}"
+        if tenant_name in RESERVED_TENANT_NAMES:
+            raise TopologyError(f"{where}: the tenant name {tenant_name!r} is reserved")
+        internet.take(tenant.edge, f"{where}.edge")
+        books = _check_networks(topology, tenant_name, tenant, core, tunnel_ports)
+        _check_vms(tenant_name, tenant, books)
+    names = node_names(topology)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise TopologyError(f"tenants: two nodes would both be named {name!r}; rename one")
+        seen.add(name)
+    return topology
+
+
+def _check_networks(
+    topology: Topology,
+    tenant_name: str,
+    tenant: Tenant,
+    core: _AddressBook,
+    tunnel_ports: dict[int, str],
+) -> dict[str, _AddressBook]:
+    books: dict[str, _AddressBook] = {}
+    for net_name, net in tenant.networks.items():
+        where = f"tenants.{tenant_name}.networks.{net_name}"
+        for other_name, other in books.items():
+            if net.subnet.overlaps(other.subnet):
+                raise TopologyError(
+                    f"{where}.subnet: {net.subnet} overlaps network {other_name} "
+                    f"({other.subnet}) of the same tenant; the edge routes between them"
+                )
+        for label, outside in (
+            ("the internet segment", topology.internet.subnet),
+            ("the SP core network", topology.provider.core_subnet),
+        ):
+            if net.subnet.overlaps(outside):
+                raise TopologyError(f"{where}.subnet: {net.subnet} overlaps {label} ({outside})")
+        book = _AddressBook(f"network {tenant_name}/{net_name}", net.subnet)
+        book.take(net.gateway, f"{where}.gateway")
+        if net.nea is not None:
+            book.take(net.nea.address, f"{where}.nea.address")
+            book.take(net.nea.sp_address, f"{where}.nea.sp_address")
+            core.take(net.nea.sp_core_address, f"{where}.nea.sp_core_address")
+            port = net.nea.tunnel_port
+            if port in tunnel_ports:
+                raise TopologyError(
+                    f"{where}.nea.tunnel_port: {port} is already the tunnel port of "
+                    f"{tunnel_ports[port]}; each tunnel needs its own port at the gateway"
+                )
+            tunnel_ports[port] = f"{tenant_name}/{net_name}"
+        if net.dhcp_range is not None:
+            first, last = net.dhcp_range
+            for address, end in ((first, "first"), (last, "last")):
+                if address not in net.subnet:
+                    raise TopologyError(
+                        f"{where}.dhcp_range: the {end} address {address} is outside {net.subnet}"
+                    )
+            if first > last:
+                raise TopologyError(f"{where}.dhcp_range: {first} comes after {last}")
+            for address, holder in book.holders.items():
+                if first <= address <= last:
+                    raise TopologyError(
+                        f"{where}.dhcp_range: {first}-{last} contains {address} of {holder}"
+                    )
+        books[net_name] = book
+    return books
+
+
+def _check_vms(tenant_name: str, tenant: Tenant, books: dict[str, _AddressBook]) -> None:
+    for vm_name, vm in tenant.vms.items():
+        where = f"tenants.{tenant_name}.vms.{vm_name}"
+        if vm_name in RESERVED_VM_NAMES or vm_name.startswith("nea-"):
+            raise TopologyError(
+                f"{where}: the VM name {vm_name!r} is reserved for the tenant's edge and NEAs"
+            )
+        if vm.network not in tenant.networks:
+            known = ", ".join(tenant.networks)
+            raise TopologyError(
+                f"{where}.network: unknown network {vm.network!r}; tenant {tenant_name} "
+                f"has: {known}"
+            )
+        net = tenant.networks[vm.network]
+        if vm.dhcp:
+            if vm.address is not None:
+                raise TopologyError(
+                    f"{where}.address: a DHCP VM gets its address from the edge; remove it "
+                    "or set dhcp: false"
+                )
+            if net.dhcp_range is None:
+                raise TopologyError(
+                    f"{where}.dhcp: network {vm.network} has no dhcp_range to lease from"
+                )
+            continue
+        if vm.address is None:
+            raise TopologyError(f"{where}.address: a static VM needs an address (or dhcp: true)")
+        book = books[vm.network]
+        book.take(vm.address, f"{where}.address")
+        if net.dhcp_range is not None and net.dhcp_range[0] <= vm.address <= net.dhcp_range[1]:
+            raise TopologyError(
+                f"{where}.address: {vm.address} is inside the DHCP range of network {vm.network}"
+            )
