@@ -1,0 +1,176 @@
+"""The `netlab` command: click commands that call the library and format its answers.
+
+Scapy is never imported here (it costs 0.4-0.8 s): `netlab --help` and
+`netlab status` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from netlab.errors import NetlabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(func: F) -> F:
+    """Turn a NetlabError into one line on stderr and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NetlabError as exc:
+            click.echo(f"netlab: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("netlab: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def lab_option(func: F) -> F:
+    return click.option(
+        "--lab",
+        "lab_name",
+        default=None,
+        metavar="NAME",
+        help="Lab name (default: $NETLAB_LAB, else 'demo').",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _lab(lab_name: str | None):
+    from netlab.lab import Lab
+    from netlab.state import default_lab_name
+
+    return Lab(lab_name or default_lab_name())
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(f"  {line}", err=True)
+
+    return say
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netlab-dr", prog_name="netlab")
+def main() -> None:
+    """Partial site failover, emulated with real Linux networking."""
+
+
+@main.command()
+@click.argument("topology", required=False, type=click.Path(dir_okay=False))
+@lab_option
+@json_option
+@reports_errors
+def up(topology: str | None, lab_name: str | None, as_json: bool) -> None:
+    """Bring up a lab (the default lab without TOPOLOGY)."""
+    import time
+
+    lab = _lab(lab_name)
+    started = time.monotonic()
+    outcome = lab.up(topology, progress=_progress(as_json))
+    elapsed = time.monotonic() - started
+    if as_json:
+        _print_json({"lab": lab.name, "result": outcome, "seconds": round(elapsed, 3)})
+    elif outcome == "already up":
+        click.echo(f"lab {lab.name} is already up (nothing changed)")
+    else:
+        click.echo(f"lab {lab.name} is up in {elapsed:.2f} s; try 'netlab status' and "
+                   f"'netlab exec acme/db -- curl -s http://192.168.10.11/'")
+
+
+@main.command()
+@lab_option
+@json_option
+@reports_errors
+def down(lab_name: str | None, as_json: bool) -> None:
+    """Tear a lab down: every namespace, process, mount and file it made."""
+    lab = _lab(lab_name)
+    report = lab.down(progress=_progress(as_json))
+    if as_json:
+        _print_json({"lab": lab.name, **report.__dict__})
+    else:
+        click.echo(f"lab {lab.name} is down")
+
+
+@main.command()
+@lab_option
+@json_option
+@reports_errors
+def cleanup(lab_name: str | None, as_json: bool) -> None:
+    """Remove every leftover of a lab, even with its state lost (after a crash)."""
+    lab = _lab(lab_name)
+    report = lab.cleanup(progress=_progress(as_json))
+    if as_json:
+        _print_json({"lab": lab.name, **report.__dict__})
+    elif report.empty() and not report.state_removed:
+        click.echo(f"nothing of lab {lab.name} was left")
+    else:
+        click.echo(f"lab {lab.name} cleaned up")
+
+
+@main.command()
+@lab_option
+@json_option
+@reports_errors
+def status(lab_name: str | None, as_json: bool) -> None:
+    """Nodes, VMs, replicas and tunnels of a lab."""
+    lab = _lab(lab_name)
+    data = lab.status()
+    if as_json:
+        _print_json(data)
+        return
+    from netlab.status_view import render_status
+
+    render_status(data)
+
+
+@main.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@lab_option
+@reports_errors
+def exec_(node: str, command: tuple[str, ...], lab_name: str | None) -> None:
+    """Run COMMAND inside NODE's namespace; its exit status is netlab's.
+
+    Example: netlab exec acme/db -- ping -c 3 192.168.10.11
+    """
+    from netlab.lab import require_root
+    from netlab.run import in_netns
+
+    require_root()
+    lab = _lab(lab_name)
+    lab.require_up()
+    target = lab.plan().node(node)
+    argv = in_netns(target.netns, list(command))
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise NetlabError(f"{command[0]}: command not found") from None
+
+
+if __name__ == "__main__":
+    main()

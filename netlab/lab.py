@@ -1,0 +1,365 @@
+"""A whole lab: bring-up (apply the plan, roll back on error), teardown, cleanup, status.
+
+Everything a lab creates is named ``<lab>-...`` (see netlab.plan) or lives in its
+state directory, and every process it starts is recorded by pid, so `down`
+removes exactly what the lab made and `cleanup` finds all of it even with the
+state lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netlab import storage
+from netlab.errors import LabError, NotRoot
+from netlab.net import links
+from netlab.net.namespaces import (
+    Netlink,
+    delete_namespace,
+    list_namespaces,
+    namespace_exists,
+    pids_in_namespaces,
+)
+from netlab.net.nft import apply_ruleset
+from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, build_plan, lab_prefix
+from netlab.processes import ProcessRecord, is_alive, process_start_time, stop_process
+from netlab.run import require_tool
+from netlab.state import LabDir
+from netlab.topology import Topology, load_topology, parse_topology
+from netlab.topology.loader import default_topology_text
+from netlab.workloads import lease_address, start_dhcp_server, start_http_server
+
+Progress = Callable[[str], None]
+WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
+
+REPLICA_NORMAL = "Normal"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRoot(
+            "netlab creates namespaces, links and mounts and must run as root "
+            "(try: sudo netlab ...)"
+        )
+
+
+@dataclass
+class CleanupReport:
+    processes: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    sockets: list[str] = field(default_factory=list)
+    state_removed: bool = False
+
+    def empty(self) -> bool:
+        return not (self.processes or self.namespaces or self.mounts or self.sockets)
+
+
+def namespace_sysctls(node: Node | None) -> dict[str, str | int]:
+    """Sysctls of a new namespace, set before any link exists in it."""
+    sysctls: dict[str, str | int] = {
+        # IPv4 only: no IPv6 link-local chatter (router solicitations, DAD) in captures
+        "net.ipv6.conf.all.disable_ipv6": 1,
+        "net.ipv6.conf.default.disable_ipv6": 1,
+    }
+    if node is not None and node.forwarding:
+        sysctls["net.ipv4.ip_forward"] = 1
+    if node is not None and node.kind in (NodeKind.TENANT_NEA, NodeKind.SP_NEA):
+        # Replies to proxied addresses leave by another interface than the request
+        # came in on; strict reverse-path filtering would drop them.
+        sysctls["net.ipv4.conf.all.rp_filter"] = 0
+        sysctls["net.ipv4.conf.default.rp_filter"] = 0
+        sysctls["net.ipv4.conf.all.send_redirects"] = 0
+        sysctls["net.ipv4.conf.default.send_redirects"] = 0
+    return sysctls
+
+
+class Lab:
+    """One lab on this machine, by name."""
+
+    def __init__(self, name: str) -> None:
+        lab_prefix(name)  # validates the name
+        self.name = name
+        self.dir = LabDir.of(name)
+        self._plan: LabPlan | None = None
+
+    # ----- what the lab is -------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}-"
+
+    def is_up(self) -> bool:
+        return self.dir.read().get("status") == "up"
+
+    def require_up(self) -> dict[str, Any]:
+        state = self.dir.read()
+        if state.get("status") != "up":
+            if state.get("status"):
+                raise LabError(
+                    f"lab {self.name} is {state['status']} (interrupted?); run 'netlab cleanup "
+                    f"--lab {self.name}' then 'netlab up --lab {self.name}'"
+                )
+            raise LabError(f"lab {self.name} is not up; run 'netlab up --lab {self.name}' first")
+        return state
+
+    def topology(self) -> Topology:
+        try:
+            text = self.dir.topology_file.read_text()
+        except FileNotFoundError:
+            raise LabError(
+                f"lab {self.name} is not up; run 'netlab up --lab {self.name}'"
+            ) from None
+        return parse_topology(text, source=str(self.dir.topology_file))
+
+    def plan(self) -> LabPlan:
+        if self._plan is None:
+            self._plan = build_plan(self.name, self.topology())
+        return self._plan
+
+    def disk_dir(self, vm_node: str) -> Path:
+        tenant, vm = vm_node.split("/", 1)
+        return self.dir.root / "disks" / tenant / vm
+
+    def replica_dir(self, vm_node: str) -> Path:
+        tenant, vm = vm_node.split("/", 1)
+        return self.dir.root / "sp" / tenant / vm
+
+    # ----- up --------------------------------------------------------------
+
+    def up(self, topology_path: str | Path | None = None, progress: Progress = _quiet) -> str:
+        """Bring the lab up; return "created" or "already up". Roll back on any failure."""
+        require_root()
+        for tool in ("nsenter", "nft", "busybox"):
+            require_tool(tool)
+        text = Path(topology_path).read_text() if topology_path else default_topology_text()
+        topology = load_topology(topology_path)
+        plan = build_plan(self.name, topology)
+        if plan.dhcp_servers:
+            require_tool("dnsmasq")
+
+        with self.dir.locked():
+            state = self.dir.read()
+            status = state.get("status")
+            if status == "up":
+                if self.dir.topology_file.read_text() != text:
+                    raise LabError(
+                        f"lab {self.name} is up with another topology; run 'netlab down "
+                        f"--lab {self.name}' first, or use another --lab name"
+                    )
+                missing = [ns for ns in plan.namespaces if not namespace_exists(ns)]
+                if missing:
+                    raise LabError(
+                        f"lab {self.name} is up but {len(missing)} namespaces are gone "
+                        f"(e.g. {missing[0]}); run 'netlab down' and 'netlab up' again"
+                    )
+                return "already up"
+            if status is not None:
+                progress(f"lab {self.name} was left {status} by an interrupted command; cleanup")
+            elif list_namespaces(self.prefix):
+                progress(f"leftovers of lab {self.name} found without state: cleaning up")
+        if status is not None or list_namespaces(self.prefix):
+            self.cleanup(progress)
+
+        self.dir.create()
+        self.dir.topology_file.write_text(text)
+        self.dir.write({"lab": self.name, "status": "bringing-up", "since": time.time()})
+        self.dir.journal("up-started", lab=self.name)
+        self._plan = plan
+        try:
+            self._apply(plan, progress)
+        except BaseException as exc:
+            progress(f"bring-up failed ({exc}); removing what was created")
+            self.cleanup(_quiet)
+            raise
+        self.dir.journal("up-finished", lab=self.name)
+        return "created"
+
+    def _apply(self, plan: LabPlan, progress: Progress) -> None:
+        started = time.monotonic()
+        with Netlink() as nl:
+            bridges: dict[str, int] = {}
+            for seg in plan.segments.values():
+                sock = nl.create(seg.netns, namespace_sysctls(None))
+                bridges[seg.name] = links.add_bridge(sock, seg.bridge)
+            for node in plan.nodes.values():
+                sock = nl.create(node.netns, namespace_sysctls(node))
+                links.set_link_state(sock, "lo", True)
+                for port in node.ports:
+                    seg = plan.segments[port.segment]
+                    links.add_veth_to_bridge(
+                        sock, port.name, nl[seg.netns], seg.netns, port.bridge_port,
+                        bridges[seg.name], up=node.link_up_at_start,
+                    )
+                    for cidr in port.addresses:
+                        links.add_address(sock, port.name, cidr, port.no_prefix_route)
+                if node.link_up_at_start:
+                    for route in node.routes:
+                        links.add_route(sock, route.dst, route.via, route.dev, route.table)
+            elapsed = time.monotonic() - started
+            progress(f"{len(plan.namespaces)} namespaces plumbed in {elapsed:.2f} s")
+        for netns, ruleset in plan.nft_rulesets.items():
+            apply_ruleset(netns, ruleset, NFT_TABLE)
+        processes: dict[str, dict] = {}
+        logs, run_dir = self.dir.sub("logs"), self.dir.sub("run", 0o700)
+
+        def record(rec: ProcessRecord, supervised: bool = True) -> None:
+            processes[rec.name] = rec.to_dict() | {"supervised": supervised}
+            with self.dir.update() as state:
+                state.setdefault("processes", {})[rec.name] = processes[rec.name]
+
+        for server in plan.dhcp_servers:
+            name = f"dnsmasq:{server.tenant}/{server.network}"
+            record(start_dhcp_server(name, server, run_dir, logs))
+        replicas: dict[str, dict] = {}
+        for vm in plan.vms():
+            disk = self.disk_dir(vm.name)
+            storage.seed_disk(disk, vm.tenant or "", vm.vm or "")
+            record(start_http_server(f"httpd:{vm.name}", vm.netns, disk, logs))
+            replica = plan.replica_of(vm.name)
+            if replica is not None:
+                retention = plan.topology.tenants[vm.tenant or ""].replication.retention
+                point = storage.replicate(disk, self.replica_dir(vm.name), retention)
+                replicas[vm.name] = {"state": REPLICA_NORMAL, "replication": "active"}
+                self.dir.journal("replicated", vm=vm.name, restore_point=point.id)
+        leases: dict[str, str] = {}
+        for vm in plan.vms():
+            if vm.dhcp:
+                leases[vm.name] = lease_address(vm.netns, vm.port.name, run_dir)
+        progress(f"workloads started in {time.monotonic() - started:.2f} s")
+        with self.dir.update() as state:
+            state.update(
+                {
+                    "status": "up",
+                    "since": time.time(),
+                    "nodes": {
+                        n.name: {"power": "on" if n.link_up_at_start else "off"}
+                        for n in plan.nodes.values()
+                        if n.kind not in (NodeKind.TENANT_NEA, NodeKind.SP_NEA)
+                    },
+                    "neas": {key: {"power": "off"} for key in plan.tunnels},
+                    "replicas": replicas,
+                    "leases": leases,
+                }
+            )
+            state.setdefault("processes", {}).update(processes)
+
+    # ----- down and cleanup -----------------------------------------------
+
+    def down(self, progress: Progress = _quiet) -> CleanupReport:
+        require_root()
+        if not self.dir.exists() and not list_namespaces(self.prefix):
+            raise LabError(f"lab {self.name} is not up (nothing to take down)")
+        return self.cleanup(progress)
+
+    def cleanup(self, progress: Progress = _quiet) -> CleanupReport:
+        """Remove every leftover of this lab, from its state if there is one, else by name."""
+        require_root()
+        report = CleanupReport()
+        state = self.dir.read()
+        records = [ProcessRecord.from_dict(
+            {k: v for k, v in r.items() if k != "supervised"}
+        ) for r in state.get("processes", {}).values()]
+        # The supervisor first, so that it restarts nothing while the rest goes.
+        records.sort(key=lambda r: r.name != "supervisor")
+        for rec in records:
+            if is_alive(rec):
+                stop_process(rec)
+                report.processes.append(f"{rec.name} (pid {rec.pid})")
+        namespaces = list_namespaces(self.prefix)
+        # Processes inside the lab's namespaces that the state no longer knows of
+        # (state lost in a crash): found by namespace, so nothing else is touched.
+        for pid, netns in pids_in_namespaces(namespaces).items():
+            start = process_start_time(pid)
+            if start is None:
+                continue
+            stop_process(ProcessRecord(name=f"process in {netns}", pid=pid, start_time=start))
+            report.processes.append(f"pid {pid} in {netns}")
+        for sock in sorted(WIREGUARD_RUN_DIR.glob(f"{self.prefix}w*.sock")):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            report.sockets.append(str(sock))
+        if self.dir.root.exists():
+            report.mounts = storage.cleanup_mounts_under(self.dir.root)
+        for netns in namespaces:
+            if delete_namespace(netns):
+                report.namespaces.append(netns)
+        if self.dir.root.exists():
+            shutil.rmtree(self.dir.root, ignore_errors=True)
+            report.state_removed = True
+        progress(
+            f"removed {len(report.namespaces)} namespaces, {len(report.processes)} processes, "
+            f"{len(report.mounts)} mounts, {len(report.sockets)} sockets"
+        )
+        return report
+
+    # ----- status ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        state = self.require_up()
+        plan = self.plan()
+        nodes = []
+        with Netlink() as nl:
+            for node in plan.nodes.values():
+                try:
+                    ifaces = links.interfaces(nl[node.netns])
+                except LabError:
+                    ifaces = []
+                nodes.append(
+                    {
+                        "name": node.name,
+                        "kind": str(node.kind),
+                        "namespace": node.netns,
+                        "power": self.node_power(state, node),
+                        "interfaces": ifaces,
+                    }
+                )
+        vms = []
+        for vm in plan.vms():
+            replica = state.get("replicas", {}).get(vm.name)
+            address = vm.address or state.get("leases", {}).get(vm.name)
+            vms.append(
+                {
+                    "name": vm.name,
+                    "address": address,
+                    "dhcp": vm.dhcp,
+                    "power": state.get("nodes", {}).get(vm.name, {}).get("power", "off"),
+                    "replica": f"{vm.name}@sp" if replica is not None else None,
+                    "replica_state": replica["state"] if replica else None,
+                    "replication": replica.get("replication") if replica else None,
+                    "restore_points": len(storage.list_restore_points(self.replica_dir(vm.name)))
+                    if replica
+                    else 0,
+                }
+            )
+        processes = {
+            name: {"pid": rec["pid"], "alive": is_alive(ProcessRecord.from_dict(
+                {k: v for k, v in rec.items() if k != "supervised"}))}
+            for name, rec in state.get("processes", {}).items()
+        }
+        return {
+            "lab": self.name,
+            "status": state["status"],
+            "state_dir": str(self.dir.root),
+            "nodes": nodes,
+            "vms": vms,
+            "neas": state.get("neas", {}),
+            "processes": processes,
+        }
+
+    def node_power(self, state: dict[str, Any], node: Node) -> str:
+        if node.kind in (NodeKind.TENANT_NEA, NodeKind.SP_NEA):
+            key = f"{node.tenant}/{node.network}"
+            return state.get("neas", {}).get(key, {}).get("power", "off")
+        return state.get("nodes", {}).get(node.name, {}).get("power", "on")
