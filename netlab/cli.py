@@ -134,8 +134,12 @@ def cleanup(lab_name: str | None, as_json: bool) -> None:
 @reports_errors
 def status(lab_name: str | None, as_json: bool) -> None:
     """Nodes, VMs, replicas and tunnels of a lab."""
+    from netlab import nea
+
     lab = _lab(lab_name)
     data = lab.status()
+    state = lab.dir.read()
+    data["tunnels"] = {key: nea.connectivity(lab, key, state) for key in lab.plan().tunnels}
     if as_json:
         _print_json(data)
         return
@@ -170,6 +174,55 @@ def exec_(node: str, command: tuple[str, ...], lab_name: str | None) -> None:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
         raise NetlabError(f"{command[0]}: command not found") from None
+
+
+@main.group("nea")
+def nea_group() -> None:
+    """Power a network extension appliance pair on or off (failover does it for you)."""
+
+
+@nea_group.command("up")
+@click.argument("network", metavar="TENANT[/NETWORK]")
+@lab_option
+@json_option
+@reports_errors
+def nea_up_command(network: str, lab_name: str | None, as_json: bool) -> None:
+    """WireGuard tunnel, routes and proxy-ARP daemons of both NEAs of a network."""
+    from netlab import nea
+
+    lab = _lab(lab_name)
+    seconds = nea.nea_up(lab, network, progress=_progress(as_json))
+    key = nea.tunnel_of(lab, network).key
+    if as_json:
+        _print_json({"network": key, "seconds": round(seconds, 4)})
+    else:
+        click.echo(f"NEA pair {key} is on")
+
+
+@nea_group.command("down")
+@click.argument("network", metavar="TENANT[/NETWORK]")
+@lab_option
+@reports_errors
+def nea_down_command(network: str, lab_name: str | None) -> None:
+    """Stop the daemons and the tunnel of both NEAs of a network."""
+    from netlab import nea
+
+    lab = _lab(lab_name)
+    nea.nea_down(lab, network, progress=_progress(False))
+    click.echo(f"NEA pair {nea.tunnel_of(lab, network).key} is off")
+
+
+@main.command()
+@click.argument("tenant")
+@lab_option
+@reports_errors
+def reconnect(tenant: str, lab_name: str | None) -> None:
+    """Restart the tunnel on both NEAs of TENANT (after 'Failed connectivity')."""
+    from netlab import nea
+
+    lab = _lab(lab_name)
+    done = nea.reconnect(lab, tenant, progress=_progress(False))
+    click.echo(f"reconnected: {', '.join(done)}" if done else "no NEA pair of it is on")
 
 
 if __name__ == "__main__":

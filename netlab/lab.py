@@ -268,9 +268,7 @@ class Lab:
         require_root()
         report = CleanupReport()
         state = self.dir.read()
-        records = [ProcessRecord.from_dict(
-            {k: v for k, v in r.items() if k != "supervised"}
-        ) for r in state.get("processes", {}).values()]
+        records = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
         # The supervisor first, so that it restarts nothing while the rest goes.
         records.sort(key=lambda r: r.name != "supervisor")
         for rec in records:
@@ -344,8 +342,7 @@ class Lab:
                 }
             )
         processes = {
-            name: {"pid": rec["pid"], "alive": is_alive(ProcessRecord.from_dict(
-                {k: v for k, v in rec.items() if k != "supervised"}))}
+            name: {"pid": rec["pid"], "alive": is_alive(ProcessRecord.from_dict(rec))}
             for name, rec in state.get("processes", {}).items()
         }
         return {

@@ -34,7 +34,9 @@ class ProcessRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> ProcessRecord:
-        return cls(**data)
+        """Rebuild a record from state, ignoring what callers stored beside it."""
+        known = {"name", "pid", "start_time", "argv", "netns"}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def process_start_time(pid: int) -> int | None:
