@@ -254,6 +254,18 @@ class Lab:
                 }
             )
             state.setdefault("processes", {}).update(processes)
+        self.ensure_supervisor()
+
+    def ensure_supervisor(self) -> None:
+        """Start the lab's supervisor unless it runs (it restarts daemons that die)."""
+        from netlab.supervisor import start_supervisor
+
+        with self.dir.update() as state:
+            data = state.get("processes", {}).get("supervisor")
+            if data and is_alive(ProcessRecord.from_dict(data)):
+                return
+            rec = start_supervisor(self)
+            state.setdefault("processes", {})["supervisor"] = rec.to_dict() | {"supervised": False}
 
     # ----- down and cleanup -----------------------------------------------
 
@@ -270,6 +282,9 @@ class Lab:
         state = self.dir.read()
         records = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
         # The supervisor first, so that it restarts nothing while the rest goes.
+        from netlab.supervisor import find_supervisors
+
+        records = find_supervisors(self.name) + records
         records.sort(key=lambda r: r.name != "supervisor")
         for rec in records:
             if is_alive(rec):

@@ -1,0 +1,162 @@
+"""One supervisor process per lab: restarts any supervised daemon that dies.
+
+Like systemd on a real appliance, it keeps the proxy-ARP daemons, wireguard-go,
+the VMs' HTTP servers and dnsmasq running; every restart is journaled. It is
+started by `up`, recorded by pid, and ended first by `down` and `cleanup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from netlab import storage
+from netlab.lab import Lab
+from netlab.plan import NodeKind
+from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
+from netlab.workloads import start_dhcp_server, start_http_server
+
+POLL_SECONDS = 0.2
+log = logging.getLogger("netlab.supervisor")
+
+
+def supervisor_argv(lab: str) -> list[str]:
+    return [sys.executable, "-m", "netlab.supervisor", "--lab", lab]
+
+
+def start_supervisor(lab: Lab) -> ProcessRecord:
+    log_path = lab.dir.sub("logs") / "supervisor.log"
+    return start_process("supervisor", supervisor_argv(lab.name), log_path=log_path)
+
+
+def find_supervisors(lab_name: str) -> list[ProcessRecord]:
+    """Supervisors of `lab_name` found by their exact arguments, for cleanup without state."""
+    wanted = ["-m", "netlab.supervisor", "--lab", lab_name]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if args[1:] == wanted:
+            pid = int(entry.name)
+            from netlab.processes import process_start_time
+
+            start = process_start_time(pid)
+            if start is not None:
+                found.append(ProcessRecord("supervisor", pid, start, args))
+    return found
+
+
+def restart(lab: Lab, name: str) -> ProcessRecord | None:
+    """Start again the process recorded as `name`, the way it was first started."""
+    from netlab import nea
+
+    plan = lab.plan()
+    kind, _, target = name.partition(":")
+    logs, run_dir = lab.dir.sub("logs"), lab.dir.sub("run", 0o700)
+    if kind == "httpd":
+        node = plan.nodes[target]
+        if node.kind is NodeKind.REPLICA:
+            root = storage.replica_serving_path(lab.replica_dir(target.removesuffix("@sp")))
+        else:
+            root = lab.disk_dir(target)
+        rec = start_http_server(name, node.netns, root, logs)
+    elif kind == "dnsmasq":
+        server = next(s for s in plan.dhcp_servers if f"{s.tenant}/{s.network}" == target)
+        rec = start_dhcp_server(name, server, run_dir, logs)
+    elif kind == "proxyarp":
+        tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
+        nea.start_proxy_daemon(lab, tunnel, "sp" if target == tunnel.sp_nea else "tenant")
+        return None
+    elif kind == "wireguard":
+        tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
+        # Both sides: a fresh client handshakes at once, where a client left running
+        # would wait for its rekey timeout before it noticed the server restarted.
+        nea.restart_tunnel(lab, tunnel)
+        return None
+    else:
+        return None
+    with lab.dir.update() as state:
+        state.setdefault("processes", {})[name] = rec.to_dict() | {"supervised": True}
+    return rec
+
+
+def _still_wanted(lab: Lab, name: str) -> bool:
+    state = lab.dir.read()
+    kind, _, target = name.partition(":")
+    if kind in ("proxyarp", "wireguard"):
+        plan = lab.plan()
+        for tunnel in plan.tunnels.values():
+            if target in (tunnel.tenant_nea, tunnel.sp_nea):
+                return state.get("neas", {}).get(tunnel.key, {}).get("power") == "on"
+    return state.get("status") == "up"
+
+
+def supervise_once(lab: Lab) -> list[str]:
+    """Restart every supervised process that died; return their names."""
+    restarted = []
+    with lab.dir.locked():
+        state = lab.dir.read()
+        dead = [
+            name
+            for name, data in state.get("processes", {}).items()
+            if data.get("supervised") and not is_alive(ProcessRecord.from_dict(data))
+        ]
+        for name in dead:
+            state["processes"].pop(name)
+        if dead:
+            lab.dir.write(state)
+    for name in dead:
+        if not _still_wanted(lab, name):
+            continue
+        try:
+            restart(lab, name)
+        except Exception as exc:  # a failed restart is retried at the next poll
+            log.warning("restart of %s failed: %s", name, exc)
+            lab.dir.journal("restart-failed", process=name, reason=str(exc))
+            continue
+        lab.dir.journal("restarted", process=name)
+        restarted.append(name)
+        if not _still_wanted(lab, name):  # switched off while we restarted it
+            with lab.dir.update() as now:
+                data = now.get("processes", {}).pop(name, None)
+            if data:
+                stop_process(ProcessRecord.from_dict(data))
+    return restarted
+
+
+def run(lab_name: str) -> int:
+    lab = Lab(lab_name)
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    while not stop and lab.dir.exists():
+        if lab.dir.read().get("status") == "up":
+            supervise_once(lab)
+        time.sleep(POLL_SECONDS)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netlab.supervisor")
+    parser.add_argument("--lab", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return run(args.lab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
