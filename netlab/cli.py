@@ -225,5 +225,167 @@ def reconnect(tenant: str, lab_name: str | None) -> None:
     click.echo(f"reconnected: {', '.join(done)}" if done else "no NEA pair of it is on")
 
 
+def _confirm_discard(message: str, yes: bool) -> None:
+    """Commands that discard data ask on a terminal; scripts get the warning and go on."""
+    click.echo(f"warning: {message}", err=True)
+    if yes or not sys.stdin.isatty():
+        return
+    if not click.confirm("continue?", default=False, err=True):
+        raise NetlabError("cancelled; nothing changed")
+
+
+def _report(result: Any, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        _print_json(asdict(result))
+        return
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    line = f"{result.command}: {', '.join(result.vms)} done"
+    if result.recovery_seconds is not None:
+        line += f"; recovery time {result.recovery_seconds:.3f} s (command start to first reply)"
+    click.echo(line)
+
+
+def _lifecycle(command: str, help_text: str, discards: str | None = None) -> None:
+    @click.argument("vms", nargs=-1, required=True, metavar="TENANT/VM...")
+    @lab_option
+    @json_option
+    @reports_errors
+    def run_command(vms: tuple[str, ...], lab_name: str | None, as_json: bool, **kw: Any) -> None:
+        from netlab.orchestrator import operations
+
+        lab = _lab(lab_name)
+        yes = kw.pop("yes", False)
+        if discards:
+            lab.require_up()
+            _confirm_discard(discards.format(vms=", ".join(vms)), yes)
+        func = getattr(operations, command.replace("-", "_"))
+        _report(func(lab, list(vms), say=_progress(as_json), **kw), as_json)
+
+    run_command.__doc__ = help_text
+    if discards:
+        run_command = click.option("--yes", is_flag=True, help="Do not ask.")(run_command)
+    if command == "undo":
+        run_command = click.option(
+            "--force", is_flag=True, help="Even when the replica does not respond."
+        )(run_command)
+    main.command(command)(run_command)
+
+
+_lifecycle("undo", "Failover -> Normal: power the replica off and DISCARD its changes.",
+           discards="undo discards everything written on the replica of {vms} since failover "
+           "(use failback to keep it)")
+_lifecycle("permanent", "Failover -> Permanent failover: the replica becomes production.")
+_lifecycle("failback", "Failover -> Ready to switch: source off, replica changes copied to it.")
+_lifecycle("switch", "Ready to switch -> Failback: replica off, last changes copied, source on.")
+_lifecycle("commit", "Failback -> Normal: replication resumes.")
+_lifecycle("undo-failback", "Failback / Ready to switch -> Failover: back to the replica.")
+
+
+@main.command()
+@click.argument("vms", nargs=-1, required=True, metavar="TENANT/VM...")
+@click.option("--restore-point", "restore_point", default=None, metavar="ID",
+              help="Restore point to run from (default: latest).")
+@lab_option
+@json_option
+@reports_errors
+def failover(vms: tuple[str, ...], restore_point: str | None, lab_name: str | None,
+             as_json: bool) -> None:
+    """Partial failover of VMs to their replicas, reached at the same IPs through the NEAs."""
+    from netlab.orchestrator import operations
+
+    lab = _lab(lab_name)
+    result = operations.failover(lab, list(vms), restore_point, say=_progress(as_json))
+    _report(result, as_json)
+
+
+@main.command()
+@click.argument("vms", nargs=-1, metavar="[TENANT/VM...]")
+@lab_option
+@json_option
+@reports_errors
+def replicate(vms: tuple[str, ...], lab_name: str | None, as_json: bool) -> None:
+    """New restore point of each VM (all replicated VMs without arguments)."""
+    from netlab.orchestrator import operations
+
+    outcome = operations.replicate(_lab(lab_name), list(vms) or None)
+    if as_json:
+        _print_json(outcome)
+        return
+    for row in outcome:
+        if "skipped" in row:
+            click.echo(f"{row['vm']}: skipped, {row['skipped']}")
+        else:
+            click.echo(f"{row['vm']}: restore point {row['restore_point']}")
+
+
+@main.command("restore-points")
+@click.argument("vm", metavar="TENANT/VM")
+@lab_option
+@json_option
+@reports_errors
+def restore_points(vm: str, lab_name: str | None, as_json: bool) -> None:
+    """Restore points of a VM's replica (id, time, size)."""
+    from netlab import storage
+
+    lab = _lab(lab_name)
+    lab.require_up()
+    lab.plan().node(vm)
+    points = storage.list_restore_points(lab.replica_dir(vm))
+    if as_json:
+        _print_json([p.to_dict() for p in points])
+        return
+    if not points:
+        click.echo(f"{vm} has no restore points")
+    for p in points:
+        click.echo(f"{p.id:>4}  {p.created}  {p.size_bytes:>8} bytes  {p.files} files")
+
+
+@main.command()
+@lab_option
+@json_option
+@reports_errors
+def events(lab_name: str | None, as_json: bool) -> None:
+    """The lab's journal: every step of every operation, with timestamps."""
+    import datetime
+
+    lab = _lab(lab_name)
+    items = lab.dir.events()
+    if as_json:
+        _print_json(items)
+        return
+    for e in items:
+        when = datetime.datetime.fromtimestamp(e["time"]).strftime("%H:%M:%S.%f")[:-3]
+        rest = {k: v for k, v in e.items() if k not in ("time", "event", "message")}
+        extra = " ".join(f"{k}={v}" for k, v in rest.items() if v not in (None, [], {}))
+        click.echo(f"{when}  {e['event']:<28} {e.get('message', '')} {extra}".rstrip())
+
+
+@main.group("vm")
+def vm_group() -> None:
+    """Power a tenant VM: start, stop, or fail (a simulated disaster)."""
+
+
+def _vm_action(action: str, help_text: str) -> None:
+    @click.argument("vm", metavar="TENANT/VM")
+    @lab_option
+    @reports_errors
+    def run_action(vm: str, lab_name: str | None) -> None:
+        from netlab.orchestrator import operations
+
+        power = operations.vm_power(_lab(lab_name), vm, action)
+        click.echo(f"{vm} is {power}")
+
+    run_action.__doc__ = help_text
+    vm_group.command(action)(run_action)
+
+
+_vm_action("start", "Power the VM on (and announce it with gratuitous ARP).")
+_vm_action("stop", "Shut the VM down.")
+_vm_action("fail", "Simulate a disaster: the VM drops off its LAN at once.")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""The orchestrator: replica state machine, lifecycle operations, journal and locks."""

@@ -1,0 +1,481 @@
+"""Lifecycle operations of partial failover (DESIGN.md §2), each step journaled.
+
+Every operation checks all its preconditions before it changes anything, holds
+a per-VM lock for its whole run (a second netlab process is refused), and
+records itself in state.json as the "operation" in progress; a later command
+that finds an operation whose process is gone rolls it back (failover) or
+finishes it (undo) and says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netlab import nea, storage
+from netlab.errors import PreconditionFailed, UnknownNode
+from netlab.lab import Lab
+from netlab.orchestrator import power
+from netlab.orchestrator.states import RUNNING_AT_SP, ReplicaState, check_transition
+from netlab.plan import Node, NodeKind
+from netlab.processes import process_start_time
+from netlab.run import run
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class OperationResult:
+    command: str
+    vms: list[str]
+    recovery_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Operation:
+    """Journal and crash record of one running operation."""
+
+    def __init__(self, lab: Lab, command: str, vms: list[str], say: Say) -> None:
+        self.lab, self.command, self.vms, self.say = lab, command, vms, say
+        self.step = 0
+        with lab.dir.update() as state:
+            state["operation"] = {
+                "command": command,
+                "vms": vms,
+                "pid": os.getpid(),
+                "start_time": process_start_time(os.getpid()),
+                "started": time.time(),
+                "step": 0,
+            }
+
+    def log(self, step: int, what: str, message: str, **fields: Any) -> None:
+        self.step = step
+        self.lab.dir.journal(f"{self.command}:{what}", step=step, vms=self.vms, message=message,
+                             **fields)
+        with self.lab.dir.update() as state:
+            if state.get("operation"):
+                state["operation"]["step"] = step
+        self.say(f"step {step} {what}: {message}")
+
+    def finish(self) -> None:
+        with self.lab.dir.update() as state:
+            state["operation"] = None
+        self.lab.dir.journal(f"{self.command}:done", vms=self.vms)
+
+
+def _vm_node(lab: Lab, name: str) -> Node:
+    node = lab.plan().node(name)
+    if node.kind is not NodeKind.VM:
+        raise UnknownNode(f"{name} is not a tenant VM (it is a {node.kind})")
+    return node
+
+
+def _replica_state(state: dict[str, Any], vm: str) -> ReplicaState | None:
+    data = state.get("replicas", {}).get(vm)
+    return ReplicaState(data["state"]) if data else None
+
+
+def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
+    with lab.dir.update() as state:
+        state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
+
+
+def _locks(lab: Lab, vms: list[str], command: str) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    try:
+        for vm in vms:
+            stack.enter_context(lab.dir.hold(vm, command))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _neighbour(lab: Lab, vm: Node, excluded: set[str]) -> Node | None:
+    """A powered-on production VM on the same network, to prove reachability from."""
+    state = lab.dir.read()
+    for other in lab.plan().vms():
+        if (other.tenant, other.network) != (vm.tenant, vm.network) or other.name in excluded:
+            continue
+        if other.address and state.get("nodes", {}).get(other.name, {}).get("power") == "on":
+            return other
+    return None
+
+
+def _first_reply(node: Node, address: str, timeout: float = 10.0) -> float | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = run(["ping", "-c", "1", "-W", "1", address], netns=node.netns, check=False)
+        if done.returncode == 0:
+            return time.monotonic()
+    return None
+
+
+def answering_macs(node: Node, address: str) -> set[str]:
+    """MACs that answer ARP for `address`, seen from `node` (two of them: an IP conflict)."""
+    done = run(["arping", "-c", "2", "-w", "2", "-I", node.port.name, address],
+               netns=node.netns, check=False, timeout=6)
+    macs = set()
+    for line in done.stdout.splitlines():
+        if "reply from" in line and "[" in line:
+            macs.add(line.split("[", 1)[1].split("]", 1)[0].lower())
+    return macs
+
+
+# ----- failover ----------------------------------------------------------------------
+
+
+def failover(
+    lab: Lab, vm_names: list[str], restore_point: str | None = None, say: Say = _quiet
+) -> OperationResult:
+    started = time.monotonic()
+    state = lab.require_up()
+    recover_interrupted(lab, say)
+    plan = lab.plan()
+    vms = [_vm_node(lab, name) for name in dict.fromkeys(vm_names)]
+    with _locks(lab, [v.name for v in vms], "failover"):
+        state = lab.dir.read()
+        points = {}
+        for vm in vms:
+            points[vm.name] = _check_failover(lab, state, vm, restore_point)
+        op = _Operation(lab, "failover", [v.name for v in vms], say)
+        result = OperationResult("failover", [v.name for v in vms])
+        op.log(1, "start", "preconditions hold: static IPs, replicated, replicas Normal, "
+               "NEA on the network, no other operation")
+        for vm in vms:
+            storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
+        op.log(2, "roll-back", ", ".join(
+            f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
+        for vm in vms:
+            replica = plan.nodes[f"{vm.name}@sp"]
+            power.start_replica(lab, replica)
+            _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value,
+                         restore_point=points[vm.name])
+            if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
+                result.warnings.append(
+                    f"the source VM {vm.name} is still powered on and may answer ARP for "
+                    f"{vm.address}: an IP conflict on the tenant LAN (disconnect it, e.g. "
+                    f"'netlab vm fail {vm.name}')"
+                )
+        op.log(3, "power-on", "replicas powered on, state Normal -> Failover; sources stay on",
+               warnings=result.warnings)
+        networks = list(dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms))
+        for key in networks:
+            tunnel = plan.tunnels[key]
+            if state.get("neas", {}).get(key, {}).get("power") != "on":
+                nea.start_tunnel_side(lab, tunnel, "sp")
+                nea.start_proxy_daemon(lab, tunnel, "sp")
+        op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up, proxy "
+               "ARP for the production addresses")
+        for vm in vms:
+            _set_replica(lab, vm.name, replication="on hold")
+        op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
+        for key in networks:
+            tunnel = plan.tunnels[key]
+            if state.get("neas", {}).get(key, {}).get("power") != "on":
+                nea.start_tunnel_side(lab, tunnel, "tenant")
+                nea.start_proxy_daemon(lab, tunnel, "tenant")
+                with lab.dir.update() as now:
+                    now.setdefault("neas", {})[key] = {
+                        "power": "on", "backend": nea.backend_for(lab).name}
+            nea.sync_proxies(lab, key)
+        op.log(6, "tenant-nea", "tenant NEA on: WireGuard client through the gateway, proxy ARP "
+               "and gratuitous ARP for " + ", ".join(v.address or "" for v in vms))
+        op.log(7, "delta", "writes on the replicas go to the delta of their restore point")
+        for vm in vms:
+            prover = _neighbour(lab, vm, {v.name for v in vms}) or plan.nodes[f"{vm.tenant}/edge"]
+            replied = _first_reply(prover, vm.address or "")
+            if replied is None:
+                result.warnings.append(f"no reply from {vm.address} seen from {prover.name}")
+                continue
+            result.recovery_seconds = max(result.recovery_seconds or 0.0, replied - started)
+            result.details[vm.name] = {"proved_from": prover.name,
+                                       "recovery_seconds": round(replied - started, 4)}
+        op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
+               f"recovery time {result.recovery_seconds or 0:.3f} s",
+               recovery_seconds=result.recovery_seconds)
+        op.finish()
+    return result
+
+
+def _check_failover(lab: Lab, state: dict[str, Any], vm: Node, restore_point: str | None) -> int:
+    plan = lab.plan()
+    if vm.dhcp:
+        raise PreconditionFailed(
+            f"{vm.name} gets its address by DHCP: partial failover supports static IPs only "
+            "(the replica could not keep an address it leases)"
+        )
+    if plan.tunnel_for(vm.tenant or "", vm.network or "") is None:
+        raise PreconditionFailed(
+            f"network {vm.tenant}/{vm.network} has no tenant NEA: failover cannot extend it "
+            "to the cloud (add an 'nea:' block to the network in the topology)"
+        )
+    if _in_running_plan(state, vm):
+        raise PreconditionFailed(
+            f"{vm.name} is part of a running cloud failover plan: one failover operation "
+            "type at a time"
+        )
+    replica_state = _replica_state(state, vm.name)
+    if replica_state is None:
+        raise PreconditionFailed(f"{vm.name} has no replica")
+    check_transition(f"{vm.name}@sp", replica_state, "failover")
+    points = storage.list_restore_points(lab.replica_dir(vm.name))
+    if not points:
+        raise PreconditionFailed(
+            f"{vm.name} was never replicated: run 'netlab replicate {vm.name}' first"
+        )
+    return storage.get_restore_point(lab.replica_dir(vm.name), restore_point or "latest").id
+
+
+def _in_running_plan(state: dict[str, Any], vm: Node) -> bool:
+    plan_state = state.get("plans", {}).get(vm.tenant or "", {})
+    return plan_state.get("status") == "running" and vm.name in plan_state.get("vms", [])
+
+
+# ----- the other lifecycle operations ------------------------------------------------
+
+
+def _transition(lab: Lab, vm_names: list[str], command: str) -> tuple[list[Node], dict]:
+    state = lab.require_up()
+    recover_interrupted(lab)
+    vms = [_vm_node(lab, n) for n in dict.fromkeys(vm_names)]
+    for vm in vms:
+        current = _replica_state(state, vm.name)
+        if current is None:
+            raise PreconditionFailed(f"{vm.name} has no replica")
+        check_transition(f"{vm.name}@sp", current, command)
+    return vms, state
+
+
+def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say) -> None:
+    """Sync the NEA pairs; power a pair off when no replica of its network runs at the SP."""
+    plan = lab.plan()
+    state = lab.dir.read()
+    for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
+        tunnel = plan.tunnels[key]
+        if state.get("neas", {}).get(key, {}).get("power") != "on":
+            continue
+        if nea.replicas_at_sp(plan, state, tunnel):
+            nea.sync_proxies(lab, key)
+        else:
+            nea.nea_down(lab, key)
+            say(f"no replica of {key} runs at the SP any more: NEA pair powered off")
+
+
+def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) -> OperationResult:
+    vms, _ = _transition(lab, vm_names, "undo")
+    plan = lab.plan()
+    with _locks(lab, [v.name for v in vms], "undo"):
+        op = _Operation(lab, "undo", [v.name for v in vms], say)
+        for vm in vms:
+            power.power_off(lab, plan.nodes[f"{vm.name}@sp"], force=force)
+        op.log(1, "power-off", "replicas powered off")
+        for vm in vms:
+            storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True,
+                                          force=force)
+            _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
+                         replication="active")
+        op.log(2, "discard", "deltas discarded: everything written on the replicas is gone")
+        _after_leaving_sp(lab, vms, say)
+        op.log(3, "proxies", "proxy entries withdrawn")
+        now = lab.dir.read()
+        for vm in vms:
+            if now.get("nodes", {}).get(vm.name, {}).get("power") == "on":
+                power.announce(vm)
+        op.log(4, "announce", "sources announced themselves (gratuitous ARP); replication resumes")
+        op.finish()
+    return OperationResult("undo", [v.name for v in vms])
+
+
+def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
+    vms, _ = _transition(lab, vm_names, "permanent")
+    plan = lab.plan()
+    with _locks(lab, [v.name for v in vms], "permanent"):
+        op = _Operation(lab, "permanent", [v.name for v in vms], say)
+        for vm in vms:
+            replica = plan.nodes[f"{vm.name}@sp"]
+            power._stop_workload(lab, replica)
+            storage.commit_delta(lab.replica_dir(vm.name))
+            power.start_replica(lab, replica)
+            _set_replica(lab, vm.name, state=ReplicaState.PERMANENT.value, restore_point=None,
+                         replication="excluded")
+        op.log(1, "commit", "deltas committed into the replica disks, restore points removed, "
+               "sources excluded from replication: the replicas are production now")
+        op.finish()
+    return OperationResult("permanent", [v.name for v in vms])
+
+
+def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
+    vms, _ = _transition(lab, vm_names, "failback")
+    result = OperationResult("failback", [v.name for v in vms])
+    with _locks(lab, [v.name for v in vms], "failback"):
+        op = _Operation(lab, "failback", result.vms, say)
+        for vm in vms:
+            power.power_off(lab, vm)
+        op.log(1, "source-off", "source VMs powered off")
+        for vm in vms:
+            summary = storage.copy_changes_to_source(
+                power.replica_root(lab, vm.name), lab.disk_dir(vm.name))
+            result.details[vm.name] = summary.to_dict()
+            _set_replica(lab, vm.name, state=ReplicaState.READY_TO_SWITCH.value)
+        op.log(2, "copy", "replica changes copied to the source disks", copies=result.details)
+        op.finish()
+    return result
+
+
+def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
+    vms, _ = _transition(lab, vm_names, "switch")
+    plan = lab.plan()
+    result = OperationResult("switch", [v.name for v in vms])
+    with _locks(lab, [v.name for v in vms], "switch"):
+        op = _Operation(lab, "switch", result.vms, say)
+        for vm in vms:
+            power.power_off(lab, plan.nodes[f"{vm.name}@sp"])
+        op.log(1, "replica-off", "replicas shut down")
+        for vm in vms:
+            summary = storage.copy_changes_to_source(
+                power.replica_root(lab, vm.name), lab.disk_dir(vm.name))
+            result.details[vm.name] = summary.to_dict()
+            _set_replica(lab, vm.name, state=ReplicaState.FAILBACK.value)
+        op.log(2, "copy", "remaining changes copied", copies=result.details)
+        _after_leaving_sp(lab, vms, say)
+        for vm in vms:
+            power.start_vm(lab, vm)
+        op.log(3, "source-on", "source VMs powered on and announced")
+        op.finish()
+    return result
+
+
+def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
+    vms, _ = _transition(lab, vm_names, "commit")
+    with _locks(lab, [v.name for v in vms], "commit"):
+        op = _Operation(lab, "commit", [v.name for v in vms], say)
+        for vm in vms:
+            storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True)
+            _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
+                         replication="active")
+        op.log(1, "commit", "failback committed: replicas Normal, replication resumes")
+        op.finish()
+    return OperationResult("commit", [v.name for v in vms])
+
+
+def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
+    vms, state = _transition(lab, vm_names, "undo-failback")
+    plan = lab.plan()
+    with _locks(lab, [v.name for v in vms], "undo-failback"):
+        op = _Operation(lab, "undo-failback", [v.name for v in vms], say)
+        for vm in vms:
+            if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
+                power.power_off(lab, vm)
+            replica = plan.nodes[f"{vm.name}@sp"]
+            if state.get("nodes", {}).get(replica.name, {}).get("power") != "on":
+                power.start_replica(lab, replica)
+            _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value)
+        for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
+            nea.nea_up(lab, key)
+            nea.sync_proxies(lab, key)
+        op.log(1, "back-to-replica", "running on the replicas again (Failover)")
+        op.finish()
+    return OperationResult("undo-failback", [v.name for v in vms])
+
+
+# ----- replication and VM power ------------------------------------------------------
+
+
+def replicate(lab: Lab, vm_names: list[str] | None = None) -> list[dict[str, Any]]:
+    """A new restore point per VM, kept to the retention; VMs not Normal are skipped."""
+    state = lab.require_up()
+    plan = lab.plan()
+    names = vm_names or [v.name for v in plan.vms() if plan.replica_of(v.name)]
+    outcome = []
+    for name in names:
+        vm = _vm_node(lab, name)
+        replica = state.get("replicas", {}).get(name)
+        if replica is None:
+            outcome.append({"vm": name, "skipped": "no replica (DHCP VMs are not replicated)"})
+            continue
+        if replica.get("replication") == "excluded":
+            outcome.append({"vm": name, "skipped": "excluded from replication: its replica is "
+                            "production after a permanent failover"})
+            continue
+        if replica.get("state") != ReplicaState.NORMAL.value:
+            outcome.append({"vm": name, "skipped": f"replication on hold: replica is "
+                            f"'{replica['state']}' (resumes after undo or commit)"})
+            continue
+        with lab.dir.hold(name, "replicate"):
+            retention = plan.topology.tenants[vm.tenant or ""].replication.retention
+            point = storage.replicate(lab.disk_dir(name), lab.replica_dir(name), retention)
+        lab.dir.journal("replicated", vm=name, restore_point=point.id)
+        outcome.append({"vm": name, "restore_point": point.id})
+    return outcome
+
+
+def vm_power(lab: Lab, vm_name: str, action: str) -> str:
+    lab.require_up()
+    vm = _vm_node(lab, vm_name)
+    with lab.dir.hold(vm.name, f"vm {action}"):
+        if action == "start":
+            power.start_vm(lab, vm)
+        elif action == "stop":
+            power.power_off(lab, vm)
+        else:  # fail: the disaster; the VM drops off the LAN at once
+            power.power_off(lab, vm, power="failed", force=True)
+    lab.dir.journal(f"vm-{action}", vm=vm.name)
+    return "on" if action == "start" else ("failed" if action == "fail" else "off")
+
+
+# ----- crash recovery ----------------------------------------------------------------
+
+
+def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
+    """Finish or roll back an operation whose process died; return what was done."""
+    state = lab.dir.read()
+    op = state.get("operation")
+    if not op:
+        return None
+    if process_start_time(op["pid"]) == op.get("start_time"):
+        return None  # still running in another process
+    vms = op["vms"]
+    plan = lab.plan()
+    if op["command"] == "failover":
+        for name in vms:
+            replica = plan.nodes.get(f"{name}@sp")
+            if replica is not None:
+                power.power_off(lab, replica, force=True)
+            storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
+            _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                         replication="active")
+        _after_leaving_sp(lab, [plan.nodes[n] for n in vms], say)
+        outcome = f"rolled back the interrupted failover of {', '.join(vms)} (step {op['step']})"
+    elif op["command"] == "undo":
+        for name in vms:
+            replica = plan.nodes.get(f"{name}@sp")
+            if replica is not None:
+                power.power_off(lab, replica, force=True)
+            storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
+            _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                         replication="active")
+        _after_leaving_sp(lab, [plan.nodes[n] for n in vms], say)
+        outcome = f"finished the interrupted undo of {', '.join(vms)}"
+    else:
+        outcome = (f"found an interrupted '{op['command']}' of {', '.join(vms)} at step "
+                   f"{op['step']}; its replicas keep their recorded state, run it again")
+    with lab.dir.update() as now:
+        now["operation"] = None
+    lab.dir.journal("recovered", message=outcome)
+    say(outcome)
+    return outcome
+
+
+def running_at_sp(state: dict[str, Any]) -> list[str]:
+    return [vm for vm, r in state.get("replicas", {}).items()
+            if ReplicaState(r["state"]) in RUNNING_AT_SP]

@@ -1,0 +1,76 @@
+"""Power of VMs and replicas: NIC state, routes and the HTTP workload on the right disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netlab import storage
+from netlab.lab import Lab
+from netlab.net import links
+from netlab.net.namespaces import Netlink
+from netlab.plan import Node
+from netlab.processes import ProcessRecord, stop_process
+from netlab.run import run
+from netlab.workloads import start_http_server
+
+
+def _set_power(lab: Lab, node: Node, power: str) -> None:
+    with lab.dir.update() as state:
+        state.setdefault("nodes", {})[node.name] = {"power": power}
+
+
+def _stop_workload(lab: Lab, node: Node, force: bool = False) -> None:
+    name = f"httpd:{node.name}"
+    with lab.dir.update() as state:
+        data = state.get("processes", {}).pop(name, None)
+    if data:
+        stop_process(ProcessRecord.from_dict(data), timeout=0.0 if force else 2.0)
+
+
+def _start_workload(lab: Lab, node: Node, root: Path) -> None:
+    rec = start_http_server(f"httpd:{node.name}", node.netns, root, lab.dir.sub("logs"))
+    with lab.dir.update() as state:
+        state.setdefault("processes", {})[rec.name] = rec.to_dict() | {"supervised": True}
+
+
+def _link(node: Node, up: bool) -> None:
+    with Netlink() as nl:
+        sock = nl[node.netns]
+        links.set_link_state(sock, node.port.name, up)
+        if up:
+            for route in node.routes:
+                links.add_route(sock, route.dst, route.via, route.dev, route.table)
+
+
+def power_on(lab: Lab, node: Node, root: Path) -> None:
+    _link(node, True)
+    _start_workload(lab, node, root)
+    _set_power(lab, node, "on")
+
+
+def power_off(lab: Lab, node: Node, power: str = "off", force: bool = False) -> None:
+    """Stop the workload and take the NIC down; `power` "failed" records a disaster."""
+    _stop_workload(lab, node, force=force)
+    _link(node, False)
+    _set_power(lab, node, power)
+
+
+def start_vm(lab: Lab, vm: Node) -> None:
+    power_on(lab, vm, lab.disk_dir(vm.name))
+    announce(vm)
+
+
+def announce(vm: Node) -> None:
+    """Gratuitous ARP from the VM, so neighbours switch to its MAC at once."""
+    if vm.address:
+        run(["arping", "-U", "-c", "2", "-w", "1", "-I", vm.port.name, vm.address],
+            netns=vm.netns, check=False, timeout=5)
+
+
+def replica_root(lab: Lab, vm_name: str) -> Path:
+    return storage.replica_serving_path(lab.replica_dir(vm_name))
+
+
+def start_replica(lab: Lab, replica: Node) -> None:
+    power_on(lab, replica, replica_root(lab, replica.name.removesuffix("@sp")))
+
