@@ -148,6 +148,11 @@ class Lab:
         plan = build_plan(self.name, topology)
         if plan.dhcp_servers:
             require_tool("dnsmasq")
+        if plan.tunnels:
+            from netlab import wireguard
+
+            # NETLAB_WG=kernel on a kernel without the module fails here, before anything exists
+            wireguard.select_backend()
 
         with self.dir.locked():
             state = self.dir.read()
