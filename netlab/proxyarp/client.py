@@ -1,0 +1,193 @@
+"""Client of the proxy-ARP daemon's control socket (no Scapy: the CLI imports this).
+
+Protocol: one JSON object per line each way, over a root-only Unix stream socket.
+
+    {"op": "add", "addresses": ["192.0.2.7"]}  -> {"ok": true, "added": [...], "proxied": N}
+    {"op": "remove", "addresses": [...]}       -> {"ok": true, "removed": [...], "proxied": N}
+    {"op": "list"}                             -> {"ok": true, "addresses": [...]}
+    {"op": "stats"}                            -> {"ok": true, "stats": {...}}
+    {"op": "ping"}                             -> {"ok": true, "pong": true, "pid": .., "mac": ..}
+    anything wrong                             -> {"ok": false, "error": "..."}
+
+Each call opens its own connection: a client holds no state that a daemon restart
+could invalidate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from netlab.errors import NetlabError
+from netlab.processes import ProcessRecord, is_alive
+from netlab.proxyarp.frames import proxiable_address
+
+# Requests stay well under the daemon's line limit (256 KiB ≈ 14 000 addresses).
+ADDRESSES_PER_REQUEST = 4096
+MAX_REPLY = 4 * 1024 * 1024  # a list of 65 536 addresses is ~1.1 MB
+
+
+class ProxyArpError(NetlabError):
+    """A proxy-ARP daemon could not be reached or refused a request."""
+
+
+class DaemonNotRunning(ProxyArpError):
+    """Nobody answers on the control socket."""
+
+
+class DaemonNotResponding(ProxyArpError):
+    """The daemon accepted the connection but did not answer in time."""
+
+
+class RequestRejected(ProxyArpError):
+    """The daemon answered {"ok": false}; the message is its reason."""
+
+
+class ProxyArpClient:
+    """Talks to one daemon through its control socket at `socket_path`."""
+
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+
+    def add(self, addresses: Iterable[str]) -> list[str]:
+        """Proxy `addresses` from now on; returns those that were not proxied before.
+
+        Every address is checked before the first one is sent, so a typo changes
+        nothing. Batches of ADDRESSES_PER_REQUEST are applied one after another.
+        """
+        added: list[str] = []
+        for batch in self._batches(addresses):
+            added += self._call({"op": "add", "addresses": batch})["added"]
+        return added
+
+    def remove(self, addresses: Iterable[str]) -> list[str]:
+        """Stop proxying `addresses`; returns those that were proxied. Absent ones are fine."""
+        removed: list[str] = []
+        for batch in self._batches(addresses):
+            removed += self._call({"op": "remove", "addresses": batch})["removed"]
+        return removed
+
+    def list(self) -> list[str]:
+        """The proxied addresses, in numeric order."""
+        return list(self._call({"op": "list"})["addresses"])
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's counters (frames_seen, requests_seen, replies_sent, ignored, ...)."""
+        return dict(self._call({"op": "stats"})["stats"])
+
+    def ping(self) -> bool:
+        """True when the daemon answers; never raises."""
+        try:
+            return bool(self._call({"op": "ping"}).get("pong"))
+        except ProxyArpError:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        """The daemon's ping answer: pid, interface, MAC."""
+        return self._call({"op": "ping"})
+
+    def wait_ready(self, timeout: float = 5.0, process: ProcessRecord | None = None) -> None:
+        """Return once the daemon answers ping; raise DaemonNotRunning after `timeout`.
+
+        With `process` (its record from start_process) a daemon that exits during
+        start-up is reported at once instead of after the whole timeout.
+        """
+        deadline = time.monotonic() + timeout
+        last: ProxyArpError | None = None
+        while True:
+            try:
+                self._call({"op": "ping"}, timeout=min(self.timeout, 1.0))
+                return
+            except ProxyArpError as exc:
+                last = exc
+            if process is not None and not is_alive(process):
+                raise DaemonNotRunning(
+                    f"proxy-ARP daemon (pid {process.pid}) exited during start-up; "
+                    "its stderr says why"
+                )
+            if time.monotonic() >= deadline:
+                raise DaemonNotRunning(
+                    f"proxy-ARP daemon at {self.socket_path} not ready after {timeout} s: {last}"
+                )
+            time.sleep(0.01)
+
+    # ---- transport --------------------------------------------------------------------
+
+    def _batches(self, addresses: Iterable[str]) -> Iterable[list[str]]:
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        checked = []
+        for address in addresses:
+            try:
+                checked.append(str(proxiable_address(address)))
+            except ValueError as exc:
+                raise RequestRejected(f"proxy ARP: {exc}") from None
+        for start in range(0, len(checked), ADDRESSES_PER_REQUEST):
+            yield checked[start : start + ADDRESSES_PER_REQUEST]
+
+    def _call(self, request: dict, timeout: float | None = None) -> dict:
+        path = self.socket_path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            try:
+                sock.connect(path)
+            except FileNotFoundError:
+                raise DaemonNotRunning(
+                    f"proxy-ARP daemon is not running at {path} (no control socket)"
+                ) from None
+            except ConnectionRefusedError:
+                raise DaemonNotRunning(
+                    f"proxy-ARP daemon is not running at {path} "
+                    "(stale socket: the daemon died without removing it)"
+                ) from None
+            except PermissionError:
+                raise ProxyArpError(
+                    f"permission denied on {path}: the control socket is root-only"
+                ) from None
+            except TimeoutError:
+                raise DaemonNotResponding(
+                    f"proxy-ARP daemon at {path} accepts no connection"
+                ) from None
+            except OSError as exc:
+                raise DaemonNotRunning(f"cannot reach proxy-ARP daemon at {path}: {exc}") from None
+            try:
+                # A daemon that refuses the connection (too many clients) writes its
+                # reason and hangs up before reading: read the reason anyway.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(json.dumps(request).encode() + b"\n")
+                line = _read_line(sock)
+            except TimeoutError:
+                raise DaemonNotResponding(
+                    f"proxy-ARP daemon at {path} did not answer {request['op']!r} in time"
+                ) from None
+            except OSError as exc:
+                raise DaemonNotRunning(f"proxy-ARP daemon at {path} hung up: {exc}") from None
+        finally:
+            sock.close()
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise ProxyArpError(f"proxy-ARP daemon at {path} sent a garbled reply") from None
+        if not isinstance(reply, dict):
+            raise ProxyArpError(f"proxy-ARP daemon at {path} sent a garbled reply")
+        if not reply.get("ok"):
+            raise RequestRejected(f"proxy-ARP daemon at {path}: {reply.get('error', 'refused')}")
+        return reply
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks = bytearray()
+    while not chunks.endswith(b"\n"):
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("connection closed before a full reply")
+        chunks += data
+        if len(chunks) > MAX_REPLY:
+            raise ConnectionResetError("reply too long")
+    return bytes(chunks)
