@@ -1,0 +1,396 @@
+"""ARP reply latency on the wire: netlab's proxy-ARP daemon against the kernel's proxy ARP.
+
+Two namespaces `barp<6 hex>-req` and `-rsp` joined by one veth (198.18.0.0/16,
+the benchmarking range). The responder namespace answers for 198.18.0.50 in
+three ways, one after the other in the same run:
+
+1. the proxy-ARP daemon (`python -m netlab.proxyarp`), started by pid like netlab does;
+2. the kernel's proxy ARP (`ip neigh add proxy`, forwarding on, a route to the address
+   via another device) with the default `proxy_delay` (80: a random 0-0.8 s wait
+   before answering a broadcast request);
+3. the same with `proxy_delay=0`.
+
+The prober sits in the requester namespace: one packet socket sends broadcast
+who-has requests built beforehand (Scapy), one capture socket (Scapy's
+L2ListenSocket, BPF `arp`) sees both the request leaving and the reply arriving,
+with kernel timestamps (SO_TIMESTAMPNS). "Wire" latency is reply timestamp minus
+request timestamp, as tcpdump on the requester's interface would show it; arping's
+own `time=` is not used. "User RTT" is perf_counter_ns() from before send() to the
+prober reading the reply, for context. Each request uses its own sender address so
+replies are matched exactly; the daemon and proxy_delay=0 are probed one request at
+a time, the 0.8 s kernel default with several outstanding (its timer does not care)
+so the run stays short.
+
+Run as root::
+
+    .venv/bin/python benchmarks/arp.py [--count 500] [--window 50]
+
+Everything it creates (namespaces `barp<hex>-*`, the daemon, its socket directory)
+is removed at the end, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import math
+import os
+import platform
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+try:
+    from netlab.processes import ProcessRecord, start_process, stop_process
+    from netlab.proxyarp import frames
+    from netlab.proxyarp.client import ProxyArpClient
+    from netlab.run import run
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, str(REPO))
+    from netlab.processes import ProcessRecord, start_process, stop_process
+    from netlab.proxyarp import frames
+    from netlab.proxyarp.client import ProxyArpClient
+    from netlab.run import run
+
+GOAL_P50_MS = 0.3
+GOAL_P99_MS = 0.5
+REQUESTER_IP = "198.18.0.1"
+RESPONDER_IP = "198.18.0.2"
+TARGET_IP = "198.18.0.50"
+FIRST_SENDER = ipaddress.IPv4Address("198.18.1.0")  # one sender address per request
+CLONE_NEWNET = 0x40000000
+SO_TIMESTAMPNS = 35
+PACKET_OUTGOING = 4
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass
+class Result:
+    mode: str
+    window: int
+    sent: int = 0
+    wire_ns: list[int] = field(default_factory=list)
+    rtt_ns: list[int] = field(default_factory=list)
+    wrong_mac: int = 0
+    daemon_cpu_ns: int | None = None
+
+    @property
+    def answered(self) -> int:
+        return len(self.wire_ns)
+
+
+def percentile(values: list[int], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: every number printed was measured)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@contextlib.contextmanager
+def inside_netns(name: str) -> Iterator[None]:
+    """Sockets created in the block belong to namespace `name`, and stay there after."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+class Prober:
+    """Sends who-has TARGET from distinct sender addresses and times the answers."""
+
+    def __init__(self, netns: str, iface: str, expect_mac: str) -> None:
+        from scapy.arch.linux import L2ListenSocket
+        from scapy.layers.l2 import ARP, Ether
+
+        self.expect_mac = frames.mac_from_text(expect_mac)
+        self.target = ipaddress.IPv4Address(TARGET_IP).packed
+        with inside_netns(netns):
+            # Protocol 0: a socket that only sends, so nothing queues up on it.
+            self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            self.tx.bind((iface, 0))
+            self.capture = L2ListenSocket(iface=iface, filter="arp", promisc=False)
+        self.rx = self.capture.ins
+        self.rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.rx.setblocking(False)
+        self.own_mac = self.tx.getsockname()[4]
+        mac = frames.mac_to_text(self.own_mac)
+        self._ether, self._arp, self._mac = Ether, ARP, mac
+
+    def close(self) -> None:
+        self.tx.close()
+        self.capture.close()
+
+    def request(self, sender: bytes) -> bytes:
+        arp = self._arp(op=1, hwsrc=self._mac, psrc=str(ipaddress.IPv4Address(sender)),
+                        pdst=TARGET_IP)  # fmt: skip
+        return bytes(self._ether(dst="ff:ff:ff:ff:ff:ff", src=self._mac) / arp)
+
+    def _frames(self) -> Iterator[tuple[bytes, int, int]]:
+        """(frame, kernel timestamp in ns, packet type) for everything queued now."""
+        while True:
+            try:
+                data, ancdata, _flags, addr = self.rx.recvmsg(128, 1024)
+            except BlockingIOError:
+                return
+            stamp = 0
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", payload[:16])
+                    stamp = sec * 1_000_000_000 + nsec
+            yield data, stamp, addr[2]
+
+    def measure(self, mode: str, count: int, window: int, timeout: float, gap: float) -> Result:
+        result = Result(mode, window)
+        for _ in self._frames():  # drop whatever an earlier mode left behind
+            pass
+        senders = [(FIRST_SENDER + i).packed for i in range(count)]
+        requests = [self.request(s) for s in senders]  # built before the clock runs
+        sent_at: dict[bytes, int] = {}
+        left_at: dict[bytes, int] = {}
+        deadline: dict[bytes, float] = {}
+        next_i = 0
+        while next_i < count or sent_at:
+            while next_i < count and len(sent_at) < window:
+                sender = senders[next_i]
+                sent_at[sender] = time.perf_counter_ns()
+                deadline[sender] = time.monotonic() + timeout
+                self.tx.send(requests[next_i])
+                next_i += 1
+                result.sent += 1
+            wait = max(0.0, min(deadline.values()) - time.monotonic()) if deadline else 0
+            select.select([self.rx], [], [], wait)
+            for frame, stamp, pkttype in self._frames():
+                arp = frames.parse(frame)
+                if not isinstance(arp, frames.ArpFrame):
+                    continue
+                if pkttype == PACKET_OUTGOING and arp.op == 1 and arp.sender_ip in sent_at:
+                    left_at[arp.sender_ip] = stamp
+                elif (
+                    arp.op == 2
+                    and arp.sender_ip == self.target
+                    and arp.target_ip in sent_at
+                    and arp.target_ip in left_at
+                ):
+                    sender = arp.target_ip
+                    result.rtt_ns.append(time.perf_counter_ns() - sent_at.pop(sender))
+                    result.wire_ns.append(stamp - left_at.pop(sender))
+                    deadline.pop(sender)
+                    if arp.sender_mac != self.expect_mac:
+                        result.wrong_mac += 1
+                    if gap and window == 1:
+                        time.sleep(gap)
+            now = time.monotonic()
+            for sender in [s for s, d in deadline.items() if d <= now]:
+                deadline.pop(sender)
+                sent_at.pop(sender)
+                left_at.pop(sender, None)
+        return result
+
+
+def cpu_ns(pid: int) -> int:
+    # schedstat's first field is CPU time in ns: exact where /proc/PID/stat has 10 ms ticks.
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def ip(*args: str, netns: str | None = None) -> None:
+    run(["ip", *(["-n", netns] if netns else []), *args])
+
+
+def sysctl(netns: str, *settings: str) -> None:
+    # nsenter --net: the sysctl process sees /proc/sys/net of the namespace.
+    run(["sysctl", "-q", "-w", *settings], netns=netns)
+
+
+def mac_of(netns: str) -> str:
+    out = run(["ip", "-o", "link", "show", "dev", "eth0"], netns=netns).stdout
+    return out.split("link/ether", 1)[1].split()[0]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def machine_info() -> list[str]:
+    u = os.uname()
+    try:
+        from scapy import VERSION as scapy_version
+    except ImportError:
+        scapy_version = "?"
+    return [
+        f"date:    {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"machine: {u.sysname} {u.nodename} {u.release} {u.version} {u.machine}",
+        f"nproc:   {len(os.sched_getaffinity(0))} (of {os.cpu_count()})",
+        f"python:  {platform.python_version()}, scapy {scapy_version}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=500, help="requests per mode (default 500)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=50,
+        help="requests in flight for the proxy_delay=80 mode (default 50; the kernel "
+        "queues at most proxy_qlen=64)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds before a request counts as unanswered"
+    )
+    parser.add_argument(
+        "--gap-ms", type=float, default=1.0, help="pause between one-at-a-time requests"
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("arp.py needs root: it creates network namespaces", file=sys.stderr)
+        return 2
+    if not 1 <= args.window <= 64 or args.count < 1:
+        parser.error("--count must be >= 1 and --window between 1 and 64")
+    for tool in ("ip", "nsenter", "sysctl"):
+        if shutil.which(tool) is None:
+            print(f"arp.py needs '{tool}'", file=sys.stderr)
+            return 2
+
+    prefix = f"barp{secrets.token_hex(3)}"
+    req, rsp = f"{prefix}-req", f"{prefix}-rsp"
+    sock_dir = tempfile.mkdtemp(prefix=f"{prefix}-")
+    made: list[str] = []
+    daemon: ProcessRecord | None = None
+    prober: Prober | None = None
+    results: list[Result] = []
+    with sigterm_as_interrupt():
+        try:
+            for ns in (req, rsp):
+                ip("netns", "add", ns)
+                made.append(ns)
+                ip("link", "set", "lo", "up", netns=ns)
+            ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", rsp,
+               netns=req)  # fmt: skip
+            ip("addr", "add", f"{REQUESTER_IP}/16", "dev", "eth0", netns=req)
+            ip("addr", "add", f"{RESPONDER_IP}/16", "dev", "eth0", netns=rsp)
+            for ns in (req, rsp):
+                ip("link", "set", "eth0", "up", netns=ns)
+            responder_mac = mac_of(rsp)
+            prober = Prober(req, "eth0", responder_mac)
+            one = dict(count=args.count, timeout=args.timeout, gap=args.gap_ms / 1000)
+
+            # 1. the daemon
+            path = f"{sock_dir}/proxyarp.sock"
+            argv_d = [sys.executable, "-m", "netlab.proxyarp", "--iface", "eth0", "--socket",
+                      path, "--address", TARGET_IP, "--gratuitous-count", "0"]  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            daemon = start_process("proxyarp-bench", argv_d, netns=rsp, env=env,
+                                   log_path=Path(sock_dir) / "daemon.log")  # fmt: skip
+            ProxyArpClient(path).wait_ready(timeout=10, process=daemon)
+            warm(prober, args)
+            cpu_before = cpu_ns(daemon.pid)
+            result = prober.measure("proxy-ARP daemon (netlab.proxyarp)", window=1, **one)
+            result.daemon_cpu_ns = cpu_ns(daemon.pid) - cpu_before
+            results.append(result)
+            stop_process(daemon)
+            daemon = None
+
+            # 2. and 3. the kernel: it proxies only what routes out of *another* device
+            sysctl(rsp, "net.ipv4.ip_forward=1")
+            ip("route", "add", f"{TARGET_IP}/32", "dev", "lo", netns=rsp)
+            ip("neigh", "add", "proxy", TARGET_IP, "dev", "eth0", netns=rsp)
+            delay = run(["sysctl", "-n", "net.ipv4.neigh.eth0.proxy_delay"], netns=rsp)
+            label = f"kernel proxy ARP, proxy_delay={delay.stdout.strip()} (default)"
+            results.append(prober.measure(label, window=args.window, **one))
+            sysctl(rsp, "net.ipv4.neigh.eth0.proxy_delay=0")
+            warm(prober, args)
+            results.append(prober.measure("kernel proxy ARP, proxy_delay=0", window=1, **one))
+        except KeyboardInterrupt:
+            print("interrupted: cleaning up", file=sys.stderr)
+            return 130
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
+            try:
+                if prober is not None:
+                    prober.close()
+                if daemon is not None:
+                    stop_process(daemon)
+                for ns in made:
+                    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+                shutil.rmtree(sock_dir, ignore_errors=True)
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    report(results, args)
+    return 0 if all(r.answered == r.sent and not r.wrong_mac for r in results) else 1
+
+
+def warm(prober: Prober, args: argparse.Namespace) -> None:
+    # First requests pay for page faults and cold caches on both sides; not measured.
+    prober.measure("warm-up", count=min(20, args.count), window=1, timeout=args.timeout, gap=0)
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    print("ARP reply latency on the wire (request leaves the requester -> reply arrives)")
+    for line in machine_info():
+        print(line)
+    print(f"requests per mode: {args.count}")
+    print()
+    header = (
+        f"{'mode':<42} {'answered':>9} {'window':>6} {'wire p50':>10} {'wire p99':>10}"
+        f" {'RTT p50':>10} {'RTT p99':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    fmt: Callable[[float], str] = lambda ns: f"{ns / 1e6:.3f} ms"  # noqa: E731
+    for r in results:
+        if r.answered:
+            cells = [fmt(percentile(v, q)) for v in (r.wire_ns, r.rtt_ns) for q in (0.5, 0.99)]
+        else:
+            cells = ["-"] * 4
+        print(f"{r.mode:<42} {f'{r.answered}/{r.sent}':>9} {r.window:>6} "
+              + " ".join(f"{c:>10}" for c in cells))  # fmt: skip
+    print()
+    daemon = results[0] if results else None
+    if daemon is not None and daemon.answered:
+        p50 = percentile(daemon.wire_ns, 0.5) / 1e6
+        p99 = percentile(daemon.wire_ns, 0.99) / 1e6
+        verdict = "met" if p50 < GOAL_P50_MS and p99 < GOAL_P99_MS else "NOT met"
+        print(f"goal (issue): daemon p50 < {GOAL_P50_MS} ms, p99 < {GOAL_P99_MS} ms on the wire: "
+              f"p50 {p50:.3f} ms, p99 {p99:.3f} ms -> {verdict}")  # fmt: skip
+        if daemon.daemon_cpu_ns is not None:
+            per = daemon.daemon_cpu_ns / daemon.answered / 1000
+            print(f"daemon CPU per reply: {per:.1f} µs (schedstat, includes its idle wake-ups)")
+    for r in results:
+        if r.wrong_mac:
+            print(f"WARNING: {r.mode}: {r.wrong_mac} replies from an unexpected MAC")
+        if r.answered < r.sent:
+            print(f"WARNING: {r.mode}: {r.sent - r.answered} requests unanswered")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
