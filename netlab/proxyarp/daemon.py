@@ -12,13 +12,20 @@ thread, one `selectors` loop over three things:
   Dissecting with Scapy or calling `sendp()` per reply costs 1-12 ms (DESIGN §7);
   this path costs tens of µs;
 - the control socket: Unix stream, mode 0600, newline-delimited JSON (see
-  `ControlProtocol` below and `netlab.proxyarp.client`);
+  `netlab.proxyarp.client` for the requests and replies);
 - a self-pipe for SIGTERM/SIGINT, so a signal ends the loop between frames and
   the socket file is removed.
 
 Ready means: the control socket exists and answers `ping`. It is created only
 after the L2 socket is open and the MAC is known, so a client that gets a pong
 knows ARP is being answered.
+
+Every address that enters the set (from --address at start or a later `add`) is
+announced with --gratuitous-count ARP announcements, the first at once, then one
+per --gratuitous-interval; a restarted daemon thus re-announces its set. `remove`
+sends nothing: whoever owns the address next (the source VM after undo) announces
+itself. Exit status: 0 after SIGTERM/SIGINT/SIGHUP, 1 when it cannot start or its
+interface was deleted (the socket can never see a frame again), 2 for bad arguments.
 
 Memory is bounded whatever arrives: no per-frame allocation survives the frame,
 the proxied set is capped at MAX_PROXIED, the control side at MAX_CLIENTS
@@ -150,16 +157,18 @@ class ProxyArpDaemon:
 
     def open(self) -> None:
         """Open the L2 socket, then the control socket (that order is the ready signal)."""
+        # Handlers first: a SIGTERM during start-up then ends run() at once and close()
+        # still removes the socket file, instead of killing us with the file left behind.
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._open_l2()
         if self._initial:
             self._add([frames.proxiable_address(str(a)).packed for a in self._initial])
         self._open_control()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         log.info(
             "ready on %s (%s), %d proxied, control %s",
             self.iface,
