@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from netlab.state import LabDir
 from netlab import storage
+from netlab.state import LabDir
 from netlab.storage import tree_checksum
 
 pytestmark = [

@@ -108,7 +108,7 @@ def test_unknown_state_is_rejected() -> None:
 
 
 def test_replica_runs_at_the_sp_in_failover_ready_to_switch_and_permanent() -> None:
-    assert RUNNING_AT_SP == {S.FAILOVER, S.READY_TO_SWITCH, S.PERMANENT}
+    assert {S.FAILOVER, S.READY_TO_SWITCH, S.PERMANENT} == RUNNING_AT_SP
 
 
 def test_every_lifecycle_path_returns_to_normal_or_permanent() -> None:
