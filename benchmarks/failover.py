@@ -1,0 +1,168 @@
+"""Failover benchmark: recovery time of `netlab failover` and wall time of `netlab undo`.
+
+Its own lab (``f<hex>``) in a temporary NETLAB_STATE_DIR:
+
+- acme/web alone, N runs of failover + undo: p50/min/max of the CLI's
+  ``recovery_seconds`` (command start to the first reply from the tenant side,
+  NEA pair power-on included) and of the undo command's wall time;
+- 1, 5 (acme/web, db, app, globex/web, erp: several tenants in one command) and
+  all static replicas at once: recovery time of one command.
+
+Goal: recovery < 0.5 s for one VM including NEA power-on.
+
+Run as root::
+
+    .venv/bin/python benchmarks/failover.py [--runs 10] [--results benchmarks/RESULTS.md]
+
+The lab and its state directory are removed at the end, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GOAL_SECONDS = 0.5
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.state_dir = Path(tempfile.mkdtemp(prefix="netlab-bench-fo-"))
+        self.lab = f"f{secrets.token_hex(3)}"
+        self.env = {**os.environ, "NETLAB_STATE_DIR": str(self.state_dir),
+                    "NETLAB_LAB": self.lab}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "netlab.cli", *args], env=self.env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              check=False, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"netlab {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def failover(self, vms: list[str]) -> float:
+        result = json.loads(self.cli("failover", *vms, "--json").stdout)
+        if result["recovery_seconds"] is None:
+            raise RuntimeError(f"failover of {vms} was not proven: {result['warnings']}")
+        return float(result["recovery_seconds"])
+
+    def undo(self, vms: list[str]) -> float:
+        started = time.monotonic()
+        self.cli("undo", "--yes", *vms)
+        return time.monotonic() - started
+
+    def static_vms(self) -> list[str]:
+        status = json.loads(self.cli("status", "--json").stdout)
+        return [v["name"] for v in status["vms"] if v["replica"]]
+
+    def remove(self) -> None:
+        for verb in ("down", "cleanup"):
+            subprocess.run([sys.executable, "-m", "netlab.cli", verb, "--lab", self.lab],
+                           env=self.env, capture_output=True, check=False, timeout=120)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def measure(bench: Bench, runs: int) -> str:
+    bench.cli("up", "--lab", bench.lab)
+    bench.cli("vm", "fail", "acme/web")
+    recovery, undo = [], []
+    for _ in range(runs):
+        recovery.append(bench.failover(["acme/web"]))
+        undo.append(bench.undo(["acme/web"]))
+    every = bench.static_vms()
+    five = ["acme/web", "acme/db", "acme/app", "globex/web", "globex/erp"]
+    groups = [("1 VM (acme/web)", ["acme/web"]), ("5 VMs (2 tenants)", five),
+              (f"all {len(every)} static", every)]
+    rows = []
+    for label, vms in groups:
+        rows.append((label, bench.failover(vms), bench.undo(vms)))
+    p50 = statistics.median(recovery)
+    lines = [
+        f"date:     {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
+        f"uname:    {' '.join(platform.uname())}",
+        f"nproc:    {os.cpu_count()}",
+        f"command:  python {' '.join(sys.argv)}",
+        f"runs:     {runs} x (failover + undo) of acme/web, its source VM failed",
+        "",
+        "acme/web            p50      min      max",
+        f"recovery        {p50:7.3f}s {min(recovery):7.3f}s {max(recovery):7.3f}s",
+        f"undo (wall)     {statistics.median(undo):7.3f}s {min(undo):7.3f}s {max(undo):7.3f}s",
+        "",
+        "at once               recovery   undo (wall)",
+    ]
+    lines += [f"{label:<20} {rec:8.3f}s  {und:8.3f}s" for label, rec, und in rows]
+    verdict = "met" if p50 < GOAL_SECONDS else "NOT met"
+    lines += ["", "goals:",
+              f"  recovery < {GOAL_SECONDS} s for one VM incl. NEA power-on: "
+              f"p50 {p50:.3f} s -> {verdict}"]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, report: str, args: argparse.Namespace) -> None:
+    """Replace (or add) the '## Failover' section of the results file, keep the others."""
+    now = dt.datetime.now(dt.UTC)
+    uname = platform.uname()
+    section = (
+        "## Failover\n\n"
+        f"Date: {now:%Y-%m-%d %H:%M} UTC  \n"
+        f"Machine: {uname.node} {uname.system} {uname.release} {uname.machine}, "
+        f"{os.cpu_count()} CPUs  \n"
+        f"Command: `.venv/bin/python benchmarks/failover.py --runs {args.runs} "
+        f"--results {args.results}` (as root)\n\n"
+        "Recovery time is the CLI's `recovery_seconds` (command start to the first ping "
+        "reply from the tenant side, NEA pair power-on included).\n\n"
+        f"```\n{report}\n```\n\n"
+    )
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(r"^## Failover\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="also write the report into this file's '## Failover' section")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("benchmarks/failover.py needs root", file=sys.stderr)
+        return 1
+    bench = Bench()
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        report = measure(bench, args.runs)
+    except KeyboardInterrupt:
+        print("interrupted; removing the lab", file=sys.stderr)
+        return 130
+    finally:
+        bench.remove()
+    print(report)
+    if args.results:
+        write_results(args.results, report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
