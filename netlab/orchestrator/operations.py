@@ -393,7 +393,9 @@ def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> Operation
 
 def replicate(lab: Lab, vm_names: list[str] | None = None) -> list[dict[str, Any]]:
     """A new restore point per VM, kept to the retention; VMs not Normal are skipped."""
-    state = lab.require_up()
+    lab.require_up()
+    recover_interrupted(lab)
+    state = lab.dir.read()
     plan = lab.plan()
     names = vm_names or [v.name for v in plan.vms() if plan.replica_of(v.name)]
     outcome = []
