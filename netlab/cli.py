@@ -55,7 +55,7 @@ def _lab(lab_name: str | None):
     from netlab.lab import Lab
     from netlab.state import default_lab_name
 
-    return Lab(lab_name or default_lab_name())
+    return Lab(default_lab_name() if lab_name is None else lab_name)
 
 
 def _print_json(data: Any) -> None:
@@ -150,7 +150,8 @@ def status(lab_name: str | None, as_json: bool) -> None:
 
 @main.command(
     "exec",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    # --lab may come before or after NODE; everything after "--" is the command
+    context_settings={"ignore_unknown_options": True},
 )
 @click.argument("node")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -143,8 +143,8 @@ class Lab:
         require_root()
         for tool in ("nsenter", "nft", "busybox"):
             require_tool(tool)
+        topology = load_topology(topology_path)  # refuses unreadable files with one line
         text = Path(topology_path).read_text() if topology_path else default_topology_text()
-        topology = load_topology(topology_path)
         plan = build_plan(self.name, topology)
         if plan.dhcp_servers:
             require_tool("dnsmasq")

@@ -358,17 +358,16 @@ def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dic
     info["connectivity"] = FAILED
     if dead:
         info["detail"] = f"not running: {', '.join(dead)}"
-    elif handshake is None or time.time() - handshake > 180:
-        gateway = plan.topology.provider.gateway
-        reach = run(["ping", "-c", "1", "-W", "1", str(gateway)], netns=tenant_node.netns,
-                    check=False, timeout=4)
-        if reach.returncode != 0:
-            info["detail"] = f"the tenant NEA cannot reach the cloud gateway {gateway}"
-        else:
-            info["detail"] = (
-                f"no WireGuard handshake: UDP {tunnel.tunnel_port} to {gateway} is blocked "
-                "or not forwarded to the SP NEA"
-            )
+        return info
+    gateway = plan.topology.provider.gateway
+    reach = run(["ping", "-c", "1", "-W", "1", str(gateway)], netns=tenant_node.netns,
+                check=False, timeout=4)
+    age = f"last handshake {time.time() - handshake:.0f} s ago" if handshake else "no handshake"
+    if reach.returncode != 0:
+        info["detail"] = (f"the tenant NEA cannot reach the cloud gateway {gateway} "
+                          f"(tenant edge or internet segment down; {age})")
     else:
-        info["detail"] = "handshake seen but the probe got no answer"
+        info["detail"] = (f"the gateway {gateway} answers but nothing comes back through the "
+                          f"tunnel: UDP {tunnel.tunnel_port} is blocked at the gateway or not "
+                          f"forwarded to the SP NEA ({age})")
     return info

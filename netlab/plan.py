@@ -22,7 +22,7 @@ tenant edge router     ``<lab>-<t>.edge``              ``<t>/edge``
 tenant VM              ``<lab>-<t>.<vm>``              ``<t>/<vm>``
 tenant NEA             ``<lab>-<t>.nea-<net>``         ``<t>/nea-<net>``
 cloud network segment  ``<lab>-sp.<t>.<net>.sw``       (segment ``sp/<t>/<net>``)
-SP NEA                 ``<lab>-sp.nea.<t>.<net>``      ``sp/nea-<t>-<net>``
+SP NEA                 ``<lab>-sp.<t>.<net>.nea``      ``sp/nea-<t>-<net>``
 replica of a VM        ``<lab>-<t>.<vm>@sp``           ``<t>/<vm>@sp``
 =====================  ==============================  =========================
 
@@ -326,7 +326,7 @@ def build_plan(lab: str, topology: Topology) -> LabPlan:
             nodes[sp_nea_name] = Node(
                 sp_nea_name,
                 NodeKind.SP_NEA,
-                f"{lab}-sp.nea.{tenant_name}.{net_name}",
+                f"{lab}-sp.{tenant_name}.{net_name}.nea",
                 (sp_core_port, sp_cloud_port),
                 (Route("default", via=str(provider.core_gateway)),),
                 forwarding=True,
@@ -369,6 +369,10 @@ def build_plan(lab: str, topology: Topology) -> LabPlan:
                 )
 
     plan = LabPlan(lab, topology, segments, nodes, tunnels, tuple(dhcp))
+    namespaces = plan.namespaces
+    if len(set(namespaces)) != len(namespaces):
+        twice = sorted({n for n in namespaces if namespaces.count(n) > 1})
+        raise TopologyError(f"tenants: names that map to the same namespace: {', '.join(twice)}")
     plan.nft_rulesets.update(nft_rulesets(plan))
     return plan
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netlab.errors import NetlabError
 from netlab.run import in_netns, require_tool
 
 
@@ -83,7 +84,7 @@ def start_process(
         if log_path:
             out.close()
     start = None
-    for _ in range(50):
+    for _ in range(500):
         start = process_start_time(proc.pid)
         if start is not None:
             break
@@ -91,7 +92,12 @@ def start_process(
             break
         time.sleep(0.002)
     if start is None:
-        raise RuntimeError(f"{name} exited at once: {' '.join(full)}")
+        detail = ""
+        if log_path is not None and log_path.exists():
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            detail = f": {' | '.join(tail)}" if tail else ""
+        state = "exited at once" if proc.poll() is not None else "was not seen running"
+        raise NetlabError(f"{name} {state} ({' '.join(argv)}){detail}")
     _forget_child(proc)
     return ProcessRecord(name=name, pid=proc.pid, start_time=start, argv=list(argv), netns=netns)
 

@@ -33,14 +33,39 @@ def load_topology(path: str | Path | None = None) -> Topology:
     return parse_topology(text, source=str(path))
 
 
+def _duplicate_key(node: yaml.Node, path: tuple[str, ...] = ()) -> str | None:
+    """Where a mapping repeats a key (PyYAML would silently keep the last one)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = ".".join((*path, key))
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                return f"line {line}: {where}: the key {key!r} is given twice"
+            seen.add(key)
+            found = _duplicate_key(value_node, (*path, key))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, str(index)))
+            if found:
+                return found
+    return None
+
+
 def parse_topology(text: str, source: str = "topology") -> Topology:
     try:
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TopologyError(f"{source}:{where}: not valid YAML: {problem}") from None
+    if duplicate:
+        raise TopologyError(f"{source}: {duplicate}")
     if not isinstance(data, dict):
         raise TopologyError(f"{source}: expected a mapping with internet, provider and tenants")
     try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from netlab.errors import TopologyError
 
@@ -33,7 +33,9 @@ def _check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+# Strict: `true` is not a port and '6180' is a typo worth reporting, not a number.
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(ge=0, le=3600)]
 
 
 class _Strict(BaseModel):
@@ -71,11 +73,11 @@ class Network(_Strict):
 class Vm(_Strict):
     network: Name
     address: IPv4Address | None = None
-    dhcp: bool = False
+    dhcp: StrictBool = False
 
 
 class Replication(_Strict):
-    retention: int = Field(3, ge=1, le=100, description="restore points kept per VM")
+    retention: StrictInt = Field(3, ge=1, le=100, description="restore points kept per VM")
 
 
 class Tenant(_Strict):
@@ -85,11 +87,66 @@ class Tenant(_Strict):
     replication: Replication = Field(default_factory=Replication)
 
 
+class PlanStep(_Strict):
+    """One VM of a cloud failover plan, and how long to wait after starting it."""
+
+    vm: Name
+    delay: Seconds = 0
+
+
+class PublishedEndpoint(_Strict):
+    """A replica's service published at a provider public address during a plan."""
+
+    vm: Name
+    port: Port
+    public: IPv4Address
+    public_port: Port | None = None  # default: the same as port
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class FailoverPlan(_Strict):
+    """Full site failover of one tenant (Veeam's cloud failover plan)."""
+
+    steps: list[PlanStep] = Field(min_length=1)
+    publish: list[PublishedEndpoint] = Field(default_factory=list)
+    snat_address: IPv4Address | None = Field(
+        None, description="provider public address the replicas leave with"
+    )
+    max_parallel: StrictInt = Field(10, ge=1, le=100)
+    undo_batch_size: StrictInt = Field(5, ge=1, le=100)
+    undo_batch_pause: Seconds = 10
+
+
+class Expectation(_Strict):
+    exit_code: StrictInt | None = 0
+    contains: str | None = None
+    not_contains: str | None = None
+
+
+class ValidateTest(_Strict):
+    """A named check of the `validate:` section, run by `netlab validate`."""
+
+    name: str = Field(min_length=1, max_length=80)
+    description: str = ""
+    nodes: list[str] = Field(min_length=1)
+    command: str | list[str]
+    expect: Expectation = Field(default_factory=Expectation)
+    retry: StrictInt = Field(0, ge=0, le=100)
+    wait: Seconds = 1
+    pass_message: str = ""
+    fail_message: str = ""
+
+
 class Topology(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     name: str = "lab"
     internet: Internet
     provider: Provider
     tenants: dict[Name, Tenant] = Field(min_length=1)
+    failover_plans: dict[Name, FailoverPlan] = Field(default_factory=dict)
+    # "validate" would shadow pydantic's BaseModel.validate: keep it as the YAML key only
+    validate_tests: list[ValidateTest] = Field(default_factory=list, alias="validate")
 
     def static_vms(self) -> Iterator[tuple[str, str, Vm]]:
         """(tenant, vm, model) of every VM with a static address, in file order."""
@@ -165,7 +222,55 @@ def check_topology(topology: Topology) -> Topology:
         if name in seen:
             raise TopologyError(f"tenants: two nodes would both be named {name!r}; rename one")
         seen.add(name)
+    _check_failover_plans(topology, internet)
+    for index, test in enumerate(topology.validate_tests):
+        for node in test.nodes:
+            if node not in seen:
+                raise TopologyError(
+                    f"validate.{index}.nodes: unknown node {node!r} in test {test.name!r}"
+                )
     return topology
+
+
+def _check_failover_plans(topology: Topology, internet: _AddressBook) -> None:
+    public_ports: set[tuple[IPv4Address, int, str]] = set()
+    for tenant_name, plan in topology.failover_plans.items():
+        where = f"failover_plans.{tenant_name}"
+        tenant = topology.tenants.get(tenant_name)
+        if tenant is None:
+            raise TopologyError(f"{where}: unknown tenant {tenant_name!r}")
+        seen: set[str] = set()
+        for index, step in enumerate(plan.steps):
+            vm = tenant.vms.get(step.vm)
+            if vm is None:
+                raise TopologyError(f"{where}.steps.{index}.vm: tenant {tenant_name} has no "
+                                    f"VM {step.vm!r}")
+            if vm.dhcp:
+                raise TopologyError(f"{where}.steps.{index}.vm: {step.vm} is a DHCP VM and has "
+                                    "no replica")
+            if tenant.networks[vm.network].nea is None:
+                raise TopologyError(f"{where}.steps.{index}.vm: network {vm.network} of "
+                                    f"{step.vm} has no NEA pair to act as the site's gateway")
+            if step.vm in seen:
+                raise TopologyError(f"{where}.steps.{index}.vm: {step.vm} is in the plan twice")
+            seen.add(step.vm)
+        if plan.snat_address is not None:
+            internet.take(plan.snat_address, f"{where}.snat_address")
+        for index, endpoint in enumerate(plan.publish):
+            field = f"{where}.publish.{index}"
+            if endpoint.vm not in seen:
+                raise TopologyError(f"{field}.vm: {endpoint.vm} is not a step of the plan")
+            if endpoint.public not in topology.internet.subnet:
+                raise TopologyError(f"{field}.public: {endpoint.public} is outside the internet "
+                                    f"segment ({topology.internet.subnet})")
+            if endpoint.public in internet.holders and endpoint.public != plan.snat_address:
+                raise TopologyError(f"{field}.public: {endpoint.public} is already used by "
+                                    f"{internet.holders[endpoint.public]}")
+            key = (endpoint.public, endpoint.public_port or endpoint.port, endpoint.protocol)
+            if key in public_ports:
+                raise TopologyError(f"{field}: {endpoint.public}:{key[1]}/{key[2]} is "
+                                    "published twice")
+            public_ports.add(key)
 
 
 def _check_networks(

@@ -421,11 +421,6 @@ def test_bad_lab_name_on_the_command_line(lab_env: LabEnv, bad: str) -> None:
     assert not list(Path("/run/netns").glob(f"{bad}-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: netlab/lab.py Lab.up reads the file itself (Path(...).read_text()) before "
-    "load_topology, so a missing or non-UTF-8 file ends in a Python traceback",
-)
 @pytest.mark.parametrize("kind", ["missing", "not-utf8"])
 def test_unreadable_topology_file_is_one_line(lab_env: LabEnv, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "topology.yaml"

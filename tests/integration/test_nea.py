@@ -487,12 +487,6 @@ def test_blocked_tunnel_udp_fails_connectivity_and_reconnect_restores_it(site: S
     poll("db pings the replica again", lambda: site.ping("acme/db", REPLICA_IP), timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: netlab/nea.py connectivity() names the faulty hop only when the "
-    "last handshake is older than 180 s; a tunnel blocked mid-failover shows 'handshake "
-    "seen but the probe got no answer' for up to 3 minutes",
-)
 def test_blocked_tunnel_udp_detail_names_the_gateway_without_reconnect(site: Site) -> None:
     try:
         with udp_blocked_at_gateway(site):

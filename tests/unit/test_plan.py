@@ -80,7 +80,7 @@ def test_namespaces_follow_the_naming_scheme(plan: LabPlan) -> None:
     assert netns["acme/edge"] == "demo-acme.edge"
     assert netns["acme/web"] == "demo-acme.web"
     assert netns["acme/nea-lan"] == "demo-acme.nea-lan"
-    assert netns["sp/nea-acme-lan"] == "demo-sp.nea.acme.lan"
+    assert netns["sp/nea-acme-lan"] == "demo-sp.acme.lan.nea"
     assert netns["acme/web@sp"] == "demo-acme.web@sp"
     segments = {name: seg.netns for name, seg in plan.segments.items()}
     assert segments == {
@@ -137,12 +137,6 @@ def test_two_labs_share_no_name(a: str, b: str) -> None:
         assert not [n for n in other.namespaces + interface_names(other) if n.startswith(prefix)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tenant 'nea' network 'x' (cloud segment <lab>-sp.nea.x.sw) and tenant 'x' "
-    "network 'sw' (SP NEA <lab>-sp.nea.x.sw) get the same namespace; the topology is "
-    "accepted and 'netlab up' fails with 'namespace ... already exists'",
-)
 def test_namespaces_unique_for_any_valid_topology() -> None:
     text = """
 internet: {subnet: 198.51.100.0/24}
@@ -293,7 +287,7 @@ def test_neas_forward_only_through_the_tunnel(plan: LabPlan) -> None:
         f'iifname "{tunnel.tenant_lan_port}" oifname "{tunnel.tenant_wg}" accept',
         f'iifname "{tunnel.tenant_wg}" oifname "{tunnel.tenant_lan_port}" accept',
     ]
-    sp = chains(plan.nft_rulesets["demo-sp.nea.acme.lan"])
+    sp = chains(plan.nft_rulesets["demo-sp.acme.lan.nea"])
     assert sp["forward"][0].endswith("policy drop;")
     assert f'iifname "{tunnel.sp_cloud_port}" drop' in sp["input"]
 

@@ -220,11 +220,6 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         load_topology(binary)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: yaml.safe_load keeps the last of two equal keys, so a second VM 'web' "
-    "silently replaces the first (netlab/topology/loader.py parse_topology)",
-)
 def test_duplicate_vm_key_is_refused() -> None:
     text = edited(
         "      db: {network: lan, address: 192.168.10.12}\n",
@@ -235,10 +230,6 @@ def test_duplicate_vm_key_is_refused() -> None:
     assert "tenants.acme.vms.web" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pydantic lax mode: 'retention: true' is taken as 1 (netlab/topology/model.py)",
-)
 def test_boolean_retention_is_refused() -> None:
     assert "tenants.acme.replication.retention" in refused(
         edited("retention: 3", "retention: true")
