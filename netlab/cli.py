@@ -311,7 +311,7 @@ def replicate(vms: tuple[str, ...], lab_name: str | None, as_json: bool) -> None
     """New restore point of each VM (all replicated VMs without arguments)."""
     from netlab.orchestrator import operations
 
-    outcome = operations.replicate(_lab(lab_name), list(vms) or None)
+    outcome = operations.replicate(_lab(lab_name), list(vms) or None, say=_progress(as_json))
     if as_json:
         _print_json(outcome)
         return
@@ -386,6 +386,22 @@ def _vm_action(action: str, help_text: str) -> None:
 _vm_action("start", "Power the VM on (and announce it with gratuitous ARP).")
 _vm_action("stop", "Shut the VM down.")
 _vm_action("fail", "Simulate a disaster: the VM drops off its LAN at once.")
+
+
+# Commands defined in modules of their own ("module:attribute"), one per feature, so
+# that features are added here with one line; modules keep heavy imports lazy.
+EXTENSION_COMMANDS: list[str] = []
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for spec in EXTENSION_COMMANDS:
+        module, attribute = spec.split(":")
+        main.add_command(getattr(importlib.import_module(module), attribute))
+
+
+_register_extensions()
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def failover(
     lab: Lab, vm_names: list[str], restore_point: str | None = None, say: Say = _quiet
 ) -> OperationResult:
     started = time.monotonic()
-    state = lab.require_up()
+    lab.require_up()
     recover_interrupted(lab, say)
     plan = lab.plan()
     vms = [_vm_node(lab, name) for name in dict.fromkeys(vm_names)]
@@ -244,9 +244,12 @@ def _in_running_plan(state: dict[str, Any], vm: Node) -> bool:
 # ----- the other lifecycle operations ------------------------------------------------
 
 
-def _transition(lab: Lab, vm_names: list[str], command: str) -> tuple[list[Node], dict]:
-    state = lab.require_up()
-    recover_interrupted(lab)
+def _transition(
+    lab: Lab, vm_names: list[str], command: str, say: Say
+) -> tuple[list[Node], dict]:
+    lab.require_up()
+    recover_interrupted(lab, say)
+    state = lab.dir.read()
     vms = [_vm_node(lab, n) for n in dict.fromkeys(vm_names)]
     for vm in vms:
         current = _replica_state(state, vm.name)
@@ -272,7 +275,7 @@ def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say) -> None:
 
 
 def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "undo")
+    vms, _ = _transition(lab, vm_names, "undo", say)
     plan = lab.plan()
     with _locks(lab, [v.name for v in vms], "undo"):
         op = _Operation(lab, "undo", [v.name for v in vms], say)
@@ -288,16 +291,15 @@ def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) 
         _after_leaving_sp(lab, vms, say)
         op.log(3, "proxies", "proxy entries withdrawn")
         now = lab.dir.read()
-        for vm in vms:
-            if now.get("nodes", {}).get(vm.name, {}).get("power") == "on":
-                power.announce(vm)
+        power.announce(*[v for v in vms
+                         if now.get("nodes", {}).get(v.name, {}).get("power") == "on"])
         op.log(4, "announce", "sources announced themselves (gratuitous ARP); replication resumes")
         op.finish()
     return OperationResult("undo", [v.name for v in vms])
 
 
 def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "permanent")
+    vms, _ = _transition(lab, vm_names, "permanent", say)
     plan = lab.plan()
     with _locks(lab, [v.name for v in vms], "permanent"):
         op = _Operation(lab, "permanent", [v.name for v in vms], say)
@@ -315,7 +317,7 @@ def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResu
 
 
 def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "failback")
+    vms, _ = _transition(lab, vm_names, "failback", say)
     result = OperationResult("failback", [v.name for v in vms])
     with _locks(lab, [v.name for v in vms], "failback"):
         op = _Operation(lab, "failback", result.vms, say)
@@ -333,7 +335,7 @@ def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResul
 
 
 def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "switch")
+    vms, _ = _transition(lab, vm_names, "switch", say)
     plan = lab.plan()
     result = OperationResult("switch", [v.name for v in vms])
     with _locks(lab, [v.name for v in vms], "switch"):
@@ -356,7 +358,7 @@ def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
 
 
 def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "commit")
+    vms, _ = _transition(lab, vm_names, "commit", say)
     with _locks(lab, [v.name for v in vms], "commit"):
         op = _Operation(lab, "commit", [v.name for v in vms], say)
         for vm in vms:
@@ -369,7 +371,7 @@ def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
 
 
 def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, state = _transition(lab, vm_names, "undo-failback")
+    vms, state = _transition(lab, vm_names, "undo-failback", say)
     plan = lab.plan()
     with _locks(lab, [v.name for v in vms], "undo-failback"):
         op = _Operation(lab, "undo-failback", [v.name for v in vms], say)
@@ -391,10 +393,12 @@ def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> Operation
 # ----- replication and VM power ------------------------------------------------------
 
 
-def replicate(lab: Lab, vm_names: list[str] | None = None) -> list[dict[str, Any]]:
+def replicate(
+    lab: Lab, vm_names: list[str] | None = None, say: Say = _quiet
+) -> list[dict[str, Any]]:
     """A new restore point per VM, kept to the retention; VMs not Normal are skipped."""
     lab.require_up()
-    recover_interrupted(lab)
+    recover_interrupted(lab, say)
     state = lab.dir.read()
     plan = lab.plan()
     names = vm_names or [v.name for v in plan.vms() if plan.replica_of(v.name)]

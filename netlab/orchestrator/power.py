@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from netlab import storage
@@ -10,7 +11,7 @@ from netlab.net import links
 from netlab.net.namespaces import Netlink
 from netlab.plan import Node
 from netlab.processes import ProcessRecord, stop_process
-from netlab.run import run
+from netlab.run import in_netns, require_tool
 from netlab.workloads import start_http_server
 
 
@@ -60,11 +61,24 @@ def start_vm(lab: Lab, vm: Node) -> None:
     announce(vm)
 
 
-def announce(vm: Node) -> None:
-    """Gratuitous ARP from the VM, so neighbours switch to its MAC at once."""
-    if vm.address:
-        run(["arping", "-U", "-c", "2", "-w", "1", "-I", vm.port.name, vm.address],
-            netns=vm.netns, check=False, timeout=5)
+def announce(*vms: Node) -> None:
+    """Gratuitous ARP from each VM, all at once, so neighbours switch to its MAC now."""
+    arping = require_tool("arping")
+    running = [
+        subprocess.Popen(
+            in_netns(vm.netns, [arping, "-U", "-c", "2", "-w", "1", "-I", vm.port.name,
+                                vm.address]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for vm in vms
+        if vm.address
+    ]
+    for proc in running:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def replica_root(lab: Lab, vm_name: str) -> Path:
