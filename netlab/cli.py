@@ -390,7 +390,10 @@ _vm_action("fail", "Simulate a disaster: the VM drops off its LAN at once.")
 
 # Commands defined in modules of their own ("module:attribute"), one per feature, so
 # that features are added here with one line; modules keep heavy imports lazy.
-EXTENSION_COMMANDS: list[str] = []
+EXTENSION_COMMANDS: list[str] = [
+    "netlab.commands.graph:graph",
+    "netlab.commands.capture:capture",
+]
 
 
 def _register_extensions() -> None:

@@ -1,0 +1,334 @@
+"""The lab as a picture: Graphviz DOT text and a plain-text tree, from a plan and a state.
+
+Pure functions of (plan, state): no root, no namespaces, no Graphviz needed to
+build the DOT text, so they are unit-tested with a synthetic state dict.
+
+What is drawn:
+
+* one cluster per tenant site (its LAN segments, edge router, VMs and tenant
+  NEAs), one for the provider (cloud gateway, SP core, and a cluster per tenant
+  cloud network with its SP NEA and replicas), and the internet segment;
+* L2 segments as ellipses, nodes as boxes with their addresses; each veth is an
+  edge from a node to its segment;
+* VMs and replicas filled with the colour of the replica state (``Normal``,
+  ``Failover``, ...); powered-off nodes dashed and grey;
+* the WireGuard tunnel of each NEA pair as a dashed bold edge from the tenant
+  NEA to the cloud gateway (UDP tunnel port, e.g. 6180) and on to the SP NEA
+  (the gateway's DNAT to UDP 1195).
+
+``state`` is the lab's state.json as a dict (``nodes``, ``neas``, ``replicas``,
+``leases``); ``None`` draws the plan as it is right after ``up``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from netlab.plan import LabPlan, Node, NodeKind
+
+# Fill colours of replica states (the status table uses the same hues).
+STATE_COLORS = {
+    "Normal": "#c6efce",
+    "Failover": "#ffd966",
+    "Ready to switch": "#bdd7ee",
+    "Failback": "#9fc5e8",
+    "Permanent failover": "#e4b9e4",
+}
+KIND_COLORS = {
+    NodeKind.GATEWAY: "#f4cccc",
+    NodeKind.EDGE: "#fce5cd",
+    NodeKind.TENANT_NEA: "#d9d2e9",
+    NodeKind.SP_NEA: "#d9d2e9",
+    NodeKind.VM: "#ffffff",
+    NodeKind.REPLICA: "#ffffff",
+}
+OFF_FILL = "#eeeeee"
+OFF_LINE = "#999999"
+TUNNEL_ON = "#1f4e9a"
+NEA_KINDS = (NodeKind.TENANT_NEA, NodeKind.SP_NEA)
+
+
+# ----- what the state says about a node -----------------------------------------------
+
+
+def node_power(node: Node, state: dict[str, Any] | None) -> str:
+    """"on" or "off", as `netlab status` reports it (without a state: as after `up`)."""
+    if node.kind in NEA_KINDS:
+        if state is None:
+            return "off"
+        return state.get("neas", {}).get(f"{node.tenant}/{node.network}", {}).get("power", "off")
+    default = "on" if node.link_up_at_start else "off"
+    if state is None:
+        return default
+    return state.get("nodes", {}).get(node.name, {}).get("power", default)
+
+
+def replica_state(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> str | None:
+    """Replica state of a VM or replica node; None for nodes without a replica."""
+    if node.kind not in (NodeKind.VM, NodeKind.REPLICA):
+        return None
+    vm = node.name.removesuffix("@sp")
+    if plan.replica_of(vm) is None:
+        return None  # a DHCP VM, or a network without an NEA
+    if state is None:
+        return "Normal"
+    return state.get("replicas", {}).get(vm, {}).get("state")
+
+
+def node_addresses(node: Node, state: dict[str, Any] | None) -> list[str]:
+    """Addresses of a node without prefix length; a DHCP VM's is its lease, if any."""
+    found = [cidr.split("/")[0] for port in node.ports for cidr in port.addresses]
+    if not found and node.dhcp:
+        lease = (state or {}).get("leases", {}).get(node.name)
+        found.append(f"{lease} (DHCP)" if lease else "DHCP")
+    return found
+
+
+def _describe(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
+    """Short facts shown next to a node: power, replica state, role."""
+    facts = []
+    replica = replica_state(node, plan, state)
+    if replica:
+        facts.append(replica)
+    if node.kind in NEA_KINDS:
+        facts.append("tenant NEA" if node.kind is NodeKind.TENANT_NEA else "SP NEA")
+    elif node.kind is NodeKind.GATEWAY:
+        facts.append("cloud gateway")
+    elif node.kind is NodeKind.EDGE:
+        facts.append("edge router, NAT")
+    facts.append(f"power {node_power(node, state)}")
+    return facts
+
+
+# ----- DOT ---------------------------------------------------------------------------
+
+
+def _q(text: str) -> str:
+    """A DOT double-quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _seg_id(segment: str) -> str:
+    # segment and node names share a namespace in DOT; segments never contain '@'
+    return _q(f"segment:{segment}")
+
+
+def _node_attrs(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> str:
+    on = node_power(node, state) == "on"
+    replica = replica_state(node, plan, state)
+    fill = STATE_COLORS.get(replica or "", KIND_COLORS[node.kind])
+    lines = [node.name, *node_addresses(node, state)]
+    if replica:
+        lines.append(replica)
+    if node.kind in NEA_KINDS:
+        lines.append("tenant NEA" if node.kind is NodeKind.TENANT_NEA else "SP NEA")
+    if not on:
+        lines.append("(powered off)")
+    attrs = {"label": "\n".join(lines), "fillcolor": fill}
+    if on:
+        attrs["style"] = "rounded,filled"
+    else:
+        # a powered-off replica keeps its state's colour only as a faint border
+        attrs.update(style="rounded,filled,dashed", fillcolor=OFF_FILL, color=OFF_LINE,
+                     fontcolor="#666666")
+        if replica in STATE_COLORS and replica != "Normal":
+            attrs["color"] = STATE_COLORS[replica]
+    return ", ".join(f"{k}={_q(v)}" for k, v in attrs.items())
+
+
+def _segment_line(plan: LabPlan, name: str, label: str, indent: str) -> str:
+    seg = plan.segments[name]
+    text = _q(label + "\n" + seg.subnet)
+    return (f"{indent}{_seg_id(name)} [label={text}, shape=ellipse, "
+            f'style=filled, fillcolor="#e8e8e8", color="#777777"];')
+
+
+def to_dot(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
+    """The lab as a Graphviz digraph (DOT text)."""
+    out = [
+        f"digraph {_q('netlab ' + plan.lab)} {{",
+        f"  graph [label={_q(_title(plan, state))}, labelloc=t, fontsize=16, "
+        'fontname="Helvetica", rankdir=LR, compound=true, nodesep=0.25, ranksep=0.7, '
+        'newrank=true];',
+        '  node [shape=box, fontname="Helvetica", fontsize=10, style="rounded,filled"];',
+        '  edge [fontname="Helvetica", fontsize=9, arrowhead=none, color="#555555"];',
+        "",
+    ]
+    placed: set[str] = set()
+
+    def node_line(node: Node, indent: str) -> None:
+        out.append(f"{indent}{_q(node.name)} [{_node_attrs(node, plan, state)}];")
+        placed.add(node.name)
+
+    out.append("  subgraph cluster_internet {")
+    out.append('    label="internet"; style="rounded,dashed"; color="#777777";')
+    out.append(_segment_line(plan, "inet", "inet", "    "))
+    out.append("  }")
+
+    for tenant_name, tenant in plan.topology.tenants.items():
+        out.append(f"  subgraph {_q('cluster_tenant_' + tenant_name)} {{")
+        out.append(f"    label={_q(f'tenant {tenant_name} (production site)')}; "
+                   'style="rounded,filled"; fillcolor="#f7fbff"; color="#6fa8dc";')
+        for net_name in tenant.networks:
+            out.append(_segment_line(plan, f"{tenant_name}/{net_name}",
+                                     f"LAN {tenant_name}/{net_name}", "    "))
+        for node in plan.nodes.values():
+            if node.tenant == tenant_name and node.kind in (
+                NodeKind.EDGE, NodeKind.VM, NodeKind.TENANT_NEA
+            ):
+                node_line(node, "    ")
+        out.append("  }")
+
+    out.append("  subgraph cluster_provider {")
+    out.append('    label="service provider (sp)"; style="rounded,filled"; '
+               'fillcolor="#fffaf0"; color="#e69138";')
+    out.append(_segment_line(plan, "sp/core", "SP core", "    "))
+    node_line(plan.nodes["sp/cgw"], "    ")
+    for key, tunnel in plan.tunnels.items():
+        out.append(f"    subgraph {_q('cluster_cloud_' + key)} {{")
+        out.append(f"      label={_q(f'cloud network {key}')}; style=\"rounded,filled\"; "
+                   'fillcolor="#fff2cc"; color="#bf9000";')
+        out.append(_segment_line(plan, f"sp/{key}", f"cloud {key}", "      "))
+        node_line(plan.nodes[tunnel.sp_nea], "      ")
+        for node in plan.nodes.values():
+            if (node.kind is NodeKind.REPLICA
+                    and f"{node.tenant}/{node.network}" == key):
+                node_line(node, "      ")
+        out.append("    }")
+    out.append("  }")
+
+    # anything a future node kind adds still appears, outside the clusters
+    for node in plan.nodes.values():
+        if node.name not in placed:
+            node_line(node, "  ")
+
+    out.append("")
+    for node in plan.nodes.values():
+        off = node_power(node, state) != "on"
+        for port in node.ports:
+            attrs = [f"tooltip={_q(port.name)}"]
+            if off:
+                attrs.append(f'style=dashed, color="{OFF_LINE}"')
+            # edges point along the path VM -> LAN -> edge -> internet -> gateway -> core
+            # -> SP NEA -> cloud network -> replica, so that dot lays the sites out left
+            # to right in that order (the arrowheads are hidden)
+            ends = [_q(node.name), _seg_id(port.segment)]
+            if _rank(node) > _segment_rank(port.segment):
+                ends.reverse()
+            out.append(f"  {ends[0]} -> {ends[1]} [{', '.join(attrs)}];")
+
+    out.append("")
+    for key, tunnel in plan.tunnels.items():
+        on = (state or {}).get("neas", {}).get(key, {}).get("power") == "on"
+        color = TUNNEL_ON if on else OFF_LINE
+        common = (f'style="dashed,bold", penwidth=2, color="{color}", fontcolor="{color}", '
+                  "arrowhead=normal, constraint=false")
+        note = "" if on else " (off)"
+        label = _q(f"WireGuard {key}{note}" + "\n" + f"udp/{tunnel.tunnel_port}")
+        out.append(f"  {_q(tunnel.tenant_nea)} -> {_q('sp/cgw')} [label={label}, {common}];")
+        out.append(
+            f"  {_q('sp/cgw')} -> {_q(tunnel.sp_nea)} "
+            f"[label={_q(f'DNAT {tunnel.tunnel_port} -> {tunnel.listen_port}')}, {common}];"
+        )
+
+    out.append("")
+    out.append(_legend())
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+_NODE_RANKS = {
+    NodeKind.VM: 0, NodeKind.TENANT_NEA: 0, NodeKind.EDGE: 2, NodeKind.GATEWAY: 4,
+    NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8,
+}
+
+
+def _rank(node: Node) -> int:
+    return _NODE_RANKS[node.kind]
+
+
+def _segment_rank(segment: str) -> int:
+    if segment == "inet":
+        return 3
+    if segment == "sp/core":
+        return 5
+    return 7 if segment.startswith("sp/") else 1
+
+
+def _title(plan: LabPlan, state: dict[str, Any] | None) -> str:
+    if state is None:
+        return f"netlab lab {plan.lab} (plan)"
+    return f"netlab lab {plan.lab} ({state.get('status', 'unknown')})"
+
+
+def _legend() -> str:
+    rows = "".join(
+        f'<TR><TD BGCOLOR="{color}">{state}</TD></TR>' for state, color in STATE_COLORS.items()
+    )
+    rows += f'<TR><TD BGCOLOR="{OFF_FILL}"><FONT COLOR="#666666">powered off</FONT></TD></TR>'
+    return (
+        '  legend [shape=plaintext, style="", label=<<TABLE BORDER="0" CELLBORDER="1" '
+        'CELLSPACING="0" CELLPADDING="3"><TR><TD><B>replica state</B></TD></TR>'
+        f"{rows}</TABLE>>];"
+    )
+
+
+# ----- text --------------------------------------------------------------------------
+
+
+def _tree(lines: list[str], items: list[tuple[str, list]], prefix: str = "") -> None:
+    """Append a box-drawing tree of (text, children) items to `lines`."""
+    for i, (text, children) in enumerate(items):
+        last = i == len(items) - 1
+        lines.append(f"{prefix}{'└── ' if last else '├── '}{text}")
+        _tree(lines, children, prefix + ("    " if last else "│   "))
+
+
+def _node_text(
+    node: Node, plan: LabPlan, state: dict[str, Any] | None, width: int, segment: str
+) -> str:
+    # only the address the node has on this segment: the tree is drawn per segment
+    on_segment = [a.split("/")[0] for p in node.ports if p.segment == segment for a in p.addresses]
+    addresses = ", ".join(on_segment or node_addresses(node, state)) or "-"
+    return f"{node.name:<{width}} {addresses:<16} {', '.join(_describe(node, plan, state))}"
+
+
+def _members(plan: LabPlan, segment: str) -> Iterable[Node]:
+    return (n for n in plan.nodes.values() if any(p.segment == segment for p in n.ports))
+
+
+def to_ascii(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
+    """The lab as a text tree per site, for a terminal."""
+    width = max(len(n) for n in plan.nodes)
+
+    def seg_children(segment: str) -> list[tuple[str, list]]:
+        return [(_node_text(n, plan, state, width, segment), []) for n in _members(plan, segment)]
+
+    sites: list[tuple[str, list]] = []
+    sites.append((f"internet {plan.segments['inet'].subnet}", seg_children("inet")))
+    for tenant_name, tenant in plan.topology.tenants.items():
+        children = [
+            (f"LAN {tenant_name}/{net} {plan.segments[f'{tenant_name}/{net}'].subnet}",
+             seg_children(f"{tenant_name}/{net}"))
+            for net in tenant.networks
+        ]
+        sites.append((f"tenant {tenant_name} (production site)", children))
+    provider = [(f"SP core {plan.segments['sp/core'].subnet}", seg_children("sp/core"))]
+    provider += [
+        (f"cloud network {key} {plan.segments[f'sp/{key}'].subnet}", seg_children(f"sp/{key}"))
+        for key in plan.tunnels
+    ]
+    sites.append(("service provider (sp)", provider))
+    tunnels = []
+    for key, t in plan.tunnels.items():
+        on = (state or {}).get("neas", {}).get(key, {}).get("power") == "on"
+        tunnels.append((
+            f"{key}: {t.tenant_nea} ==udp/{t.tunnel_port}==> sp/cgw {t.endpoint.split(':')[0]} "
+            f"==DNAT udp/{t.listen_port}==> {t.sp_nea}  [{'on' if on else 'off'}]",
+            [],
+        ))
+    sites.append(("WireGuard tunnels (NEA pairs)", tunnels))
+    lines = [_title(plan, state)]
+    _tree(lines, sites)
+    return "\n".join(lines) + "\n"
