@@ -291,7 +291,7 @@ def _node_text(
     # only the address the node has on this segment: the tree is drawn per segment
     on_segment = [a.split("/")[0] for p in node.ports if p.segment == segment for a in p.addresses]
     addresses = ", ".join(on_segment or node_addresses(node, state)) or "-"
-    return f"{node.name:<{width}} {addresses:<16} {', '.join(_describe(node, plan, state))}"
+    return f"{node.name:<{width}} {addresses:<22} {', '.join(_describe(node, plan, state))}"
 
 
 def _members(plan: LabPlan, segment: str) -> Iterable[Node]:
