@@ -332,8 +332,12 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict]],
-           bringup: dict[str, list[float]]) -> str:
+           bringup: dict[str, list[float]], load_at_start: str) -> str:
     rows = [
         ("netlab tunnel: acme/db -> acme/web@sp", "tunnel"),
         (f"bare {lab_backend} pair, MTU {wireguard.TUNNEL_MTU}, no NAT", "bare"),
@@ -342,6 +346,8 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
     out = [
         f"date:     {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"machine:  kernel {os.uname().release}, nproc {os.cpu_count()}",
+        f"load:     {load_at_start} at start, {loadavg()} at end (1/5/15 min; other work "
+        "on the machine lowers throughput)",
         f"command:  {shlex.join(['.venv/bin/python', 'benchmarks/tunnel.py', *sys.argv[1:]])}",
         f"backend:  {lab_backend} WireGuard (the lab's and the bare pair's)",
         "",
@@ -355,6 +361,14 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         retr = int(med([r["retransmits"] for r in runs]))
         out.append(f"{label:<44} {med(gbps):>7.3f}  "
                    f"{' '.join(f'{g:.3f}' for g in gbps):<22} {retr:>11}")
+    out += [
+        "",
+        "tunnel path: db -> bridge -> tenant NEA (WireGuard) -> bridge -> edge (masquerade)",
+        "  -> bridge -> cloud gateway (DNAT) -> bridge -> SP NEA (WireGuard) -> bridge -> replica;",
+        "  outer datagrams of full-size frames (1560 bytes) are fragmented and pass conntrack",
+        "  (reassembled and fragmented again) at the edge and the gateway.",
+        "bare pair: client -> WireGuard -> one veth -> WireGuard -> server.",
+    ]
     ratio = med([r["gbps"] for r in tput["tunnel"]]) / med([r["gbps"] for r in tput["bare"]])
     veth = med([r["gbps"] for r in tput["veth"]])
     out += [
@@ -438,6 +452,7 @@ def main() -> int:
         print(f"  {line}", file=sys.stderr)
 
     tput: dict[str, list[dict]] = {"tunnel": [], "bare": [], "veth": []}
+    load_at_start = loadavg()
     try:
         with interrupts_as_keyboard_interrupt():
             lab, backend = make_lab(janitor, progress)
@@ -463,7 +478,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for problem in problems:
             print(f"tunnel.py: {problem}", file=sys.stderr)
-    report = render(args, backend, tput, bringup)
+    report = render(args, backend, tput, bringup, load_at_start)
     print(report, end="")
     if args.results:
         write_results(Path(args.results), report)

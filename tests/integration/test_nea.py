@@ -488,15 +488,14 @@ def test_blocked_tunnel_udp_fails_connectivity_and_reconnect_restores_it(site: S
 
 
 def test_blocked_tunnel_udp_detail_names_the_gateway_without_reconnect(site: Site) -> None:
+    # The tunnel drops mid-failover (a recent handshake is on record): the status says
+    # which hop is at fault without waiting for the handshake to age out.
     try:
         with udp_blocked_at_gateway(site):
-            tunnel = poll("Failed connectivity with UDP 6180 blocked", lambda: failed(site),
+            tunnel = poll("Failed connectivity naming UDP 6180 and the gateway",
+                          lambda: (t := failed(site)) is not None and names_the_hop(t) and t,
                           timeout=60, interval=0.5)
-            # give the hop diagnosis a few more probes before judging it
-            deadline = time.monotonic() + 3
-            while not names_the_hop(tunnel) and time.monotonic() < deadline:
-                tunnel = failed(site)
-            assert names_the_hop(tunnel), tunnel
+            assert tunnel["latest_handshake"] is not None
     finally:
         site.netlab("reconnect", "acme")
         wait_connected(site)
