@@ -63,11 +63,12 @@ def _print_json(data: Any) -> None:
 
 
 def _progress(as_json: bool) -> Callable[[str], None]:
-    def say(line: str) -> None:
-        if not as_json:
-            click.echo(f"  {line}", err=True)
+    """Step lines on stderr (with a spinner on a terminal; see netlab.progress_view)."""
+    from netlab.progress_view import step_printer
 
-    return say
+    ctx = click.get_current_context(silent=True)
+    # the command's context closes when it ends, on success or error: the spinner stops
+    return step_printer(quiet=as_json, on_close=ctx.call_on_close if ctx else None)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,15 +132,27 @@ def cleanup(lab_name: str | None, as_json: bool) -> None:
 @main.command()
 @lab_option
 @json_option
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              metavar="S", help="Seconds between refreshes with --watch.")
 @reports_errors
-def status(lab_name: str | None, as_json: bool) -> None:
+def status(lab_name: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Nodes, VMs, replicas and tunnels of a lab."""
     from netlab import nea
 
-    lab = _lab(lab_name)
-    data = lab.status()
-    state = lab.dir.read()
-    data["tunnels"] = {key: nea.connectivity(lab, key, state) for key in lab.plan().tunnels}
+    def fetch() -> dict[str, Any]:
+        lab = _lab(lab_name)  # afresh each time: the lab may be brought down and up again
+        data = lab.status()
+        state = lab.dir.read()
+        data["tunnels"] = {key: nea.connectivity(lab, key, state) for key in lab.plan().tunnels}
+        return data
+
+    if watch:
+        from netlab.status_view import watch_status
+
+        watch_status(fetch, interval, as_json)
+        return
+    data = fetch()
     if as_json:
         _print_json(data)
         return
