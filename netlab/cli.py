@@ -145,6 +145,9 @@ def status(lab_name: str | None, as_json: bool, watch: bool, interval: float) ->
         data = lab.status()
         state = lab.dir.read()
         data["tunnels"] = {key: nea.connectivity(lab, key, state) for key in lab.plan().tunnels}
+        from netlab.orchestrator.cloud_plan import plans_summary
+
+        data["plans"] = plans_summary(lab, state)
         return data
 
     if watch:
@@ -159,6 +162,10 @@ def status(lab_name: str | None, as_json: bool, watch: bool, interval: float) ->
     from netlab.status_view import render_status
 
     render_status(data)
+    for tenant, plan in data.get("plans", {}).items():
+        if plan["status"] == "running":
+            vms = ", ".join(f"{vm} {result}" for vm, result in plan["vms"].items())
+            click.echo(f"cloud failover plan {tenant}: running ({vms})")
 
 
 @main.command(
@@ -406,6 +413,7 @@ _vm_action("fail", "Simulate a disaster: the VM drops off its LAN at once.")
 EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.graph:graph",
     "netlab.commands.capture:capture",
+    "netlab.commands.cloud_plan:plan_group",
 ]
 
 

@@ -56,6 +56,14 @@ MAX_LINKS = 99_999
 CLOUD_ROUTE_TABLE = 100
 CLOUD_RULE_PRIORITY = 1000
 NFT_TABLE = "netlab"
+# Packets that a running cloud failover plan lets through the gateway and the SP NEA.
+# nftables runs every base chain of a hook, and a drop in the `netlab` table still
+# drops a packet that another table accepted; so the static tables accept this mark,
+# and only a plan's own table (`netlab_plan_<tenant>`, created by `plan start` in a
+# chain of lower priority on the same hook, deleted whole by `plan undo`) sets it.
+# With no plan running nothing carries the mark and the rule matches nothing.
+PLAN_MARK = 0x6E6C0001
+PLAN_MARK_RULE = f'    meta mark {PLAN_MARK:#x} accept comment "cloud failover plan"'
 
 
 class NodeKind(StrEnum):
@@ -415,7 +423,7 @@ def gateway_ruleset(plan: LabPlan) -> str:
             "forward",
             0,
             "drop",
-            ["    ct state established,related accept", *forward],
+            ["    ct state established,related accept", *forward, PLAN_MARK_RULE],
         ),
         chain(
             "input",
@@ -505,6 +513,7 @@ def sp_nea_ruleset(plan: LabPlan, tunnel: Tunnel) -> str:
             [
                 f'    iifname "{cloud}" oifname "{wg}" accept',
                 f'    iifname "{wg}" oifname "{cloud}" accept',
+                PLAN_MARK_RULE,
             ],
         ),
         chain(
@@ -514,6 +523,7 @@ def sp_nea_ruleset(plan: LabPlan, tunnel: Tunnel) -> str:
             0,
             "accept",
             [
+                PLAN_MARK_RULE,
                 # management of the SP NEA is not reachable from a tenant's cloud network
                 f'    iifname "{cloud}" ip daddr != {tunnel.sp_nea_address} drop',
                 f'    iifname "{cloud}" icmp type echo-request accept',

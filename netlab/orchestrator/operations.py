@@ -255,6 +255,11 @@ def _transition(
         current = _replica_state(state, vm.name)
         if current is None:
             raise PreconditionFailed(f"{vm.name} has no replica")
+        if _in_running_plan(state, vm):
+            raise PreconditionFailed(
+                f"{vm.name} is part of the running cloud failover plan of {vm.tenant}: one "
+                f"failover operation type at a time; use 'netlab plan undo {vm.tenant}'"
+            )
         check_transition(f"{vm.name}@sp", current, command)
     return vms, state
 
@@ -427,6 +432,14 @@ def replicate(
 
 def vm_power(lab: Lab, vm_name: str, action: str) -> str:
     lab.require_up()
+    node = lab.plan().node(vm_name)
+    if node.kind is NodeKind.EDGE:  # the whole site goes (or comes back): see site.py
+        from netlab.orchestrator.site import edge_power
+
+        with lab.dir.hold(node.name, f"vm {action}"):
+            outcome = edge_power(lab, node, action)
+        lab.dir.journal(f"vm-{action}", vm=node.name)
+        return outcome
     vm = _vm_node(lab, vm_name)
     with lab.dir.hold(vm.name, f"vm {action}"):
         if action == "start":

@@ -1,0 +1,781 @@
+"""Cloud failover plan: full site failover of one tenant (Veeam's "cloud failover plan").
+
+Partial failover (netlab.orchestrator.operations) moves some VMs and keeps the
+site: the NEA pair stretches the LAN and the tenant's own edge stays the
+gateway. A cloud failover plan is for a site that is gone:
+
+* **start** powers the replicas on in the plan's order, waiting `delay` after
+  each, at most `max_parallel` booting at once; replicas already in partial
+  failover join as they are. A replica that cannot start is recorded failed
+  with the reason and the others go on (`retry` redoes it).
+* The SP NEA of each network of the plan takes the production gateway's
+  address (192.168.10.1) on the cloud network and becomes the site's router:
+  its NEA pair is powered off (the tunnel went through the lost edge anyway),
+  so it no longer proxies ARP for that address nor sends the cloud network's
+  traffic into the tunnel (the policy rule goes with the pair). Traffic to
+  the internet is SNATed twice: by the SP NEA to its SP core address, then by
+  the cloud gateway sp/cgw to the plan's public address. Published endpoints
+  go the other way: sp/cgw owns the public address (a secondary address on
+  its internet port, so its kernel answers ARP) and DNATs public:port to the
+  SP NEA's core address, which DNATs to the replica. Two steps because tenant
+  subnets overlap: the gateway can never route to 192.168.10.x itself.
+* Every runtime rule lives in a table of its own, ``netlab_plan_<tenant>``, in
+  sp/cgw and in the SP NEA; the static ``netlab`` tables only accept what a
+  plan table marked (netlab.plan.PLAN_MARK). `undo` deletes the tables whole
+  and the addresses it added, so nothing is left behind.
+* **test** boots copies of the replicas in an isolated copy of the cloud
+  network (their own namespaces, a bridge with no route out, overlays of the
+  restore points), pings each from a probe, and removes all of it.
+* **undo** powers the replicas off in batches, discards their deltas, removes
+  the gateway role, and resumes replication.
+
+While a plan runs, partial failover and the partial lifecycle commands of its
+VMs are refused (one failover operation type at a time). Each step is journaled
+as ``plan-<command>:<step>``; the plan's record is ``state["plans"][tenant]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
+
+from netlab import nea, storage
+from netlab.errors import NetlabError, PreconditionFailed
+from netlab.lab import Lab, namespace_sysctls
+from netlab.net import links
+from netlab.net.namespaces import Netlink, delete_namespace, namespace_exists
+from netlab.net.nft import apply_ruleset, delete_table
+from netlab.orchestrator import power
+from netlab.orchestrator.states import ReplicaState
+from netlab.plan import (
+    CLOUD_ROUTE_TABLE,
+    CLOUD_RULE_PRIORITY,
+    PLAN_MARK,
+    LabPlan,
+    Tunnel,
+    chain,
+)
+from netlab.processes import ProcessRecord, stop_process
+from netlab.run import run
+from netlab.topology.model import FailoverPlan
+
+Say = Callable[[str], None]
+RUNNING = "running"
+STOPPED = "stopped"
+NOT_STARTED = "not started"
+SUCCESS = "success"
+FAILED = "failed"
+# A replica counts as booted when it answers ping; the real product waits for the
+# guest's heartbeat the same way before it starts the next VM.
+BOOT_TIMEOUT = 10.0
+# Priority of the plan tables' filter chains: before the `netlab` tables' chains
+# (priority 0) on the same hook, so that the mark is set when those run.
+MARK_PRIORITY = -10
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ----- what a plan does to the network (pure: unit-tested without root) ---------------
+
+
+def plan_table(tenant: str) -> str:
+    # nft identifiers take no '-', tenant names may
+    return "netlab_plan_" + tenant.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One published service: public:public_port at sp/cgw -> core_port at the SP NEA -> VM."""
+
+    vm: str  # node name, e.g. acme/web
+    address: str  # the replica's address
+    port: int
+    public: str
+    public_port: int
+    protocol: str
+    tunnel: str  # key of the VM's network
+    core_port: int  # port on the SP NEA's core address
+
+
+def plan_tunnels(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> list[Tunnel]:
+    """The NEA pairs of the networks the plan's VMs are on, in plan order."""
+    keys = dict.fromkeys(
+        f"{tenant}/{lab_plan.topology.tenants[tenant].vms[s.vm].network}" for s in fp.steps)
+    return [lab_plan.tunnels[k] for k in keys]
+
+
+def endpoints(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> list[Endpoint]:
+    found: list[Endpoint] = []
+    used: set[tuple[str, int, str]] = set()
+    for index, e in enumerate(fp.publish):
+        vm = lab_plan.nodes[f"{tenant}/{e.vm}"]
+        tunnel = f"{tenant}/{vm.network}"
+        public_port = e.public_port or e.port
+        # The SP NEA sees only its own core address: two public addresses published on
+        # the same port need two ports there.
+        core_port = public_port
+        if (tunnel, core_port, e.protocol) in used:
+            core_port = 40000 + index
+        used.add((tunnel, core_port, e.protocol))
+        found.append(Endpoint(vm.name, vm.address or "", e.port, str(e.public), public_port,
+                              e.protocol, tunnel, core_port))
+    return found
+
+
+def snat_address(lab_plan: LabPlan, fp: FailoverPlan) -> str:
+    """The public address the site leaves with (default: the gateway's own)."""
+    return str(fp.snat_address or lab_plan.topology.provider.gateway)
+
+
+def public_addresses(lab_plan: LabPlan, fp: FailoverPlan) -> list[str]:
+    """Addresses the plan adds to sp/cgw's internet port (not its own, it has that one)."""
+    wanted = [snat_address(lab_plan, fp), *(str(e.public) for e in fp.publish)]
+    own = str(lab_plan.topology.provider.gateway)
+    return [a for a in dict.fromkeys(wanted) if a != own]
+
+
+def _core_address(lab_plan: LabPlan, tunnel: Tunnel) -> str:
+    return lab_plan.nodes[tunnel.sp_nea].ports[0].addresses[0].split("/")[0]
+
+
+def _table(name: str, *chains: list[str]) -> str:
+    body = [line for c in chains for line in c]
+    return "\n".join([f"table ip {name} {{", *body, "}"]) + "\n"
+
+
+def sp_nea_plan_ruleset(lab_plan: LabPlan, tenant: str, fp: FailoverPlan,
+                        tunnel: Tunnel) -> str:
+    """The SP NEA as the site's router: SNAT out to its core address, DNAT in to replicas."""
+    node = lab_plan.nodes[tunnel.sp_nea]
+    core_if, cloud = node.ports[0].name, tunnel.sp_cloud_port
+    core = _core_address(lab_plan, tunnel)
+    core_subnet = lab_plan.topology.provider.core_subnet
+    mark = f"meta mark set {PLAN_MARK:#x}"
+    dnat = [
+        f'    iifname "{core_if}" ip daddr {core} {e.protocol} dport {e.core_port} '
+        f'dnat ip to {e.address}:{e.port} comment "publish {e.vm}:{e.port}"'
+        for e in endpoints(lab_plan, tenant, fp) if e.tunnel == tunnel.key
+    ]
+    return _table(
+        plan_table(tenant),
+        chain("forward", "filter", "forward", MARK_PRIORITY, "accept", [
+            # the internet, never the SP core network (other tenants' NEAs live there)
+            f'    iifname "{cloud}" oifname "{core_if}" ip daddr != {core_subnet} {mark}',
+            f'    iifname "{core_if}" oifname "{cloud}" ct state established,related {mark}',
+            f'    iifname "{core_if}" oifname "{cloud}" ct status dnat {mark}',
+        ]),
+        chain("input", "filter", "input", MARK_PRIORITY, "accept", [
+            # the site's gateway address answers the replicas (ping, replies to our pings)
+            f'    iifname "{cloud}" ip daddr {tunnel.gateway_address} {mark}',
+        ]),
+        chain("prerouting", "nat", "prerouting", -100, "accept", dnat),
+        chain("postrouting", "nat", "postrouting", 100, "accept", [
+            f'    oifname "{core_if}" ip saddr {tunnel.subnet} snat ip to {core} '
+            f'comment "site {tunnel.key} to the internet"',
+        ]),
+    )
+
+
+def gateway_plan_ruleset(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> str:
+    """sp/cgw: public endpoints DNATed to the SP NEAs, the site SNATed to the public address."""
+    gateway = lab_plan.nodes["sp/cgw"]
+    inet_if, core_if = gateway.ports[0].name, gateway.ports[1].name
+    mark = f"meta mark set {PLAN_MARK:#x}"
+    dnat, forward, snat = [], [], []
+    for e in endpoints(lab_plan, tenant, fp):
+        core = _core_address(lab_plan, lab_plan.tunnels[e.tunnel])
+        dnat.append(
+            f'    iifname "{inet_if}" ip daddr {e.public} {e.protocol} dport {e.public_port} '
+            f'dnat ip to {core}:{e.core_port} comment "publish {e.vm}:{e.port}"')
+        forward.append(
+            f'    iifname "{inet_if}" oifname "{core_if}" ip daddr {core} {e.protocol} dport '
+            f'{e.core_port} ct status dnat {mark}')
+    public = snat_address(lab_plan, fp)
+    for tunnel in plan_tunnels(lab_plan, tenant, fp):
+        core = _core_address(lab_plan, tunnel)
+        forward.append(f'    iifname "{core_if}" oifname "{inet_if}" ip saddr {core} {mark}')
+        snat.append(f'    oifname "{inet_if}" ip saddr {core} snat ip to {public} '
+                    f'comment "site {tunnel.key} to the internet"')
+    return _table(
+        plan_table(tenant),
+        chain("prerouting", "nat", "prerouting", -100, "accept", dnat),
+        chain("forward", "filter", "forward", MARK_PRIORITY, "accept", forward),
+        chain("postrouting", "nat", "postrouting", 100, "accept", snat),
+    )
+
+
+# ----- state and checks --------------------------------------------------------------
+
+
+def _failover_plan(lab: Lab, tenant: str) -> FailoverPlan:
+    topology = lab.topology()
+    if tenant not in topology.tenants:
+        raise PreconditionFailed(
+            f"unknown tenant {tenant!r}; tenants of lab {lab.name}: "
+            f"{', '.join(topology.tenants)}")
+    fp = topology.failover_plans.get(tenant)
+    if fp is None:
+        known = ", ".join(topology.failover_plans) or "none"
+        raise PreconditionFailed(
+            f"tenant {tenant} has no cloud failover plan (plans: {known}); add one under "
+            "'failover_plans:' in the topology")
+    return fp
+
+
+def _record(state: dict[str, Any], tenant: str) -> dict[str, Any]:
+    return state.get("plans", {}).get(tenant) or {}
+
+
+def _vm_names(tenant: str, fp: FailoverPlan) -> list[str]:
+    return [f"{tenant}/{s.vm}" for s in fp.steps]
+
+
+@contextlib.contextmanager
+def _held(lab: Lab, tenant: str, fp: FailoverPlan, command: str) -> Iterator[None]:
+    """The plan and every VM of it, for the whole command (a second process is refused)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lab.dir.hold(f"plan:{tenant}", command))
+        for name in _vm_names(tenant, fp):
+            stack.enter_context(lab.dir.hold(name, command))
+        yield
+
+
+def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
+    with lab.dir.update() as state:
+        state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
+
+
+def _set_result(lab: Lab, tenant: str, vm: str, result: dict[str, Any]) -> None:
+    with lab.dir.update() as state:
+        state.setdefault("plans", {}).setdefault(tenant, {}).setdefault("results", {})[vm] = \
+            result
+
+
+def _batches(fp: FailoverPlan, vms: list[str]) -> Iterator[tuple[list[str], float]]:
+    """Groups of VMs started together, and the delay after each group.
+
+    A step with a delay closes its group (the next VM waits for it); steps without
+    one start together, at most `max_parallel` at once.
+    """
+    delays = {s.vm: s.delay for s in fp.steps}
+    group: list[str] = []
+    for i, name in enumerate(vms):
+        group.append(name)
+        delay = delays[name.split("/", 1)[1]]
+        if delay > 0 or len(group) == fp.max_parallel or i == len(vms) - 1:
+            yield group, delay if i < len(vms) - 1 else 0.0
+            group = []
+
+
+def _answers(netns: str, addresses: list[str], timeout: float = BOOT_TIMEOUT) -> set[str]:
+    """Which of `addresses` answer ping from `netns` within `timeout` (polled together)."""
+    deadline = time.monotonic() + timeout
+    waiting, answered = list(addresses), set()
+    while waiting and time.monotonic() < deadline:
+        for address in list(waiting):
+            done = run(["ping", "-c", "1", "-W", "1", address], netns=netns, check=False,
+                       timeout=5)
+            if done.returncode == 0:
+                answered.add(address)
+                waiting.remove(address)
+    return answered
+
+
+# ----- start / retry -----------------------------------------------------------------
+
+
+@dataclass
+class PlanReport:
+    tenant: str
+    command: str
+    status: str
+    results: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "command": self.command, "status": self.status,
+                "results": self.results}
+
+
+def start(lab: Lab, tenant: str, restore_point: str | None = None,
+          say: Say = _quiet) -> PlanReport:
+    """Fail the whole site over: the SP NEA becomes its gateway, replicas start in order."""
+    from netlab.orchestrator.operations import recover_interrupted
+
+    lab.require_up()
+    fp = _failover_plan(lab, tenant)
+    recover_interrupted(lab, say)
+    with _held(lab, tenant, fp, "plan start"):
+        state = lab.dir.read()
+        if _record(state, tenant).get("status") == RUNNING:
+            raise PreconditionFailed(
+                f"the cloud failover plan of {tenant} is already running; see 'netlab plan "
+                f"status {tenant}', or 'netlab plan undo {tenant}' first")
+        vms = _vm_names(tenant, fp)
+        with lab.dir.update() as now:
+            now.setdefault("plans", {})[tenant] = {
+                "status": RUNNING, "vms": vms, "results": {}, "started": time.time(),
+                "restore_point": restore_point or "latest",
+            }
+        lab.dir.journal("plan-start:start", tenant=tenant, vms=vms,
+                        restore_point=restore_point or "latest")
+        say(f"plan {tenant}: {', '.join(vms)}")
+        _take_gateway_role(lab, tenant, fp, say)
+        results = _start_replicas(lab, tenant, fp, vms, restore_point, "plan-start", say)
+        lab.dir.journal("plan-start:done", tenant=tenant, results=results)
+    return PlanReport(tenant, "start", RUNNING, results)
+
+
+def retry(lab: Lab, tenant: str, restore_point: str | None = None,
+          say: Say = _quiet) -> PlanReport:
+    """Start again the VMs of a running plan whose start failed."""
+    lab.require_up()
+    fp = _failover_plan(lab, tenant)
+    with _held(lab, tenant, fp, "plan retry"):
+        record = _record(lab.dir.read(), tenant)
+        if record.get("status") != RUNNING:
+            raise PreconditionFailed(f"the cloud failover plan of {tenant} is not running; "
+                                     f"'netlab plan start {tenant}' first")
+        failed = [vm for vm in record.get("vms", [])
+                  if record.get("results", {}).get(vm, {}).get("status") != SUCCESS]
+        if not failed:
+            say("no VM of the plan failed: nothing to retry")
+            return PlanReport(tenant, "retry", RUNNING, {})
+        which = restore_point or record.get("restore_point")
+        lab.dir.journal("plan-retry:start", tenant=tenant, vms=failed)
+        results = _start_replicas(lab, tenant, fp, failed, which, "plan-retry", say)
+        lab.dir.journal("plan-retry:done", tenant=tenant, results=results)
+    return PlanReport(tenant, "retry", RUNNING, results)
+
+
+def _start_replicas(lab: Lab, tenant: str, fp: FailoverPlan, vms: list[str],
+                    restore_point: str | None, event: str, say: Say) -> dict[str, dict]:
+    lab_plan = lab.plan()
+    results: dict[str, dict] = {}
+    for group, delay in _batches(fp, vms):
+        started = {}
+        for name in group:
+            result = _power_on(lab, lab_plan, name, restore_point)
+            lab.dir.journal(f"{event}:power-on", tenant=tenant, vm=name, **result)
+            if result["status"] == SUCCESS:
+                started[name] = result
+            else:
+                results[name] = result
+                _set_result(lab, tenant, name, result)
+                say(f"{name}: FAILED, {result['reason']}")
+        by_network: dict[str, list[str]] = {}
+        for name in started:
+            by_network.setdefault(lab_plan.nodes[name].network or "", []).append(name)
+        for network, names in by_network.items():
+            sp_nea = lab_plan.nodes[lab_plan.tunnels[f"{tenant}/{network}"].sp_nea]
+            addresses = {lab_plan.nodes[n].address or "": n for n in names}
+            answered = _answers(sp_nea.netns, list(addresses))
+            for address, name in addresses.items():
+                result = started[name]
+                if address not in answered:
+                    _power_back_off(lab, lab_plan, name)
+                    result |= {"status": FAILED, "reason": f"did not answer ping from the SP "
+                               f"NEA within {BOOT_TIMEOUT:.0f} s; powered off again"}
+                    say(f"{name}: FAILED, {result['reason']}")
+                else:
+                    say(f"{name}@sp: {'joined (already in failover)' if result['joined'] else 'up'}"
+                        f", answers at {address}")
+                lab.dir.journal(f"{event}:booted", tenant=tenant, vm=name,
+                                status=result["status"])
+                results[name] = result
+                _set_result(lab, tenant, name, result)
+        if delay:
+            time.sleep(delay)
+    return results
+
+
+def _power_on(lab: Lab, lab_plan: LabPlan, name: str, restore_point: str | None) -> dict:
+    """Power one replica on for the plan; a dict result, never an exception for its own fault."""
+    replica = lab_plan.nodes[f"{name}@sp"]
+    result: dict[str, Any] = {"status": SUCCESS, "reason": None, "started": time.time(),
+                              "joined": False}
+    data = lab.dir.read().get("replicas", {}).get(name)
+    current = data.get("state") if data else None
+    if current == ReplicaState.FAILOVER.value:
+        # partial failover already runs it: the plan takes it over as it is
+        return result | {"joined": True, "restore_point": data.get("restore_point")}
+    if current != ReplicaState.NORMAL.value:
+        reason = "no replica" if current is None else (
+            f"replica is '{current}'; a plan starts replicas that are 'Normal' and takes in "
+            "those in 'Failover'")
+        return result | {"status": FAILED, "reason": reason}
+    replica_dir = lab.replica_dir(name)
+    try:
+        point = storage.get_restore_point(replica_dir, restore_point or "latest")
+        storage.mount_failover_view(replica_dir, point)
+        power.start_replica(lab, replica)
+    except NetlabError as exc:
+        _power_back_off(lab, lab_plan, name)
+        return result | {"status": FAILED, "reason": str(exc)}
+    _set_replica(lab, name, state=ReplicaState.FAILOVER.value, restore_point=point.id,
+                 replication="on hold")
+    return result | {"restore_point": point.id}
+
+
+def _power_back_off(lab: Lab, lab_plan: LabPlan, name: str) -> None:
+    power.power_off(lab, lab_plan.nodes[f"{name}@sp"], force=True)
+    storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
+    _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                 replication="active")
+
+
+# ----- the gateway role --------------------------------------------------------------
+
+
+def _gateway_cidr(tunnel: Tunnel) -> str:
+    return f"{tunnel.gateway_address}/{IPv4Network(tunnel.subnet).prefixlen}"
+
+
+def _take_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> None:
+    lab_plan = lab.plan()
+    gateway = lab_plan.nodes["sp/cgw"]
+    tunnels = plan_tunnels(lab_plan, tenant, fp)
+    state = lab.dir.read()
+    for tunnel in tunnels:
+        if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
+            # The tunnel went through the lost site's edge; its proxy for the gateway
+            # address and its policy rule into the tunnel would fight the new role.
+            nea.nea_down(lab, tunnel.key)
+    with Netlink() as nl:
+        for tunnel in tunnels:
+            sp = lab_plan.nodes[tunnel.sp_nea]
+            links.delete_rule(nl[sp.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
+                              CLOUD_RULE_PRIORITY)
+            links.add_address(nl[sp.netns], tunnel.sp_cloud_port, _gateway_cidr(tunnel))
+            # The cloud network is directly connected now. The kernel gives a secondary
+            # address (the NEA's own .251 is primary) no prefix route, so add it, with
+            # the gateway address as source: replies to it pass the plan's input mark.
+            sock = nl[sp.netns]
+            sock.route("replace", dst=tunnel.subnet, scope="link",
+                       oif=links.index_of(sock, tunnel.sp_cloud_port),
+                       prefsrc=tunnel.gateway_address)
+        prefix = lab_plan.topology.internet.subnet.prefixlen
+        for address in public_addresses(lab_plan, fp):
+            links.add_address(nl[gateway.netns], gateway.ports[0].name, f"{address}/{prefix}")
+    for tunnel in tunnels:
+        sp = lab_plan.nodes[tunnel.sp_nea]
+        apply_ruleset(sp.netns, sp_nea_plan_ruleset(lab_plan, tenant, fp, tunnel),
+                      plan_table(tenant))
+        # replicas that cached the old owner of the gateway address switch now
+        run(["arping", "-U", "-c", "1", "-w", "1", "-I", tunnel.sp_cloud_port,
+             tunnel.gateway_address], netns=sp.netns, check=False, timeout=5)
+    apply_ruleset(gateway.netns, gateway_plan_ruleset(lab_plan, tenant, fp), plan_table(tenant))
+    message = (f"SP NEA of {', '.join(t.key for t in tunnels)} is the site's gateway "
+               f"({', '.join(t.gateway_address for t in tunnels)}); outbound SNAT to "
+               f"{snat_address(lab_plan, fp)}")
+    published = [f"{e.public}:{e.public_port}/{e.protocol} -> {e.vm}:{e.port}"
+                 for e in endpoints(lab_plan, tenant, fp)]
+    lab.dir.journal("plan-start:gateway", tenant=tenant, message=message, published=published)
+    say(message)
+    for line in published:
+        say(f"published {line}")
+
+
+def _drop_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan) -> None:
+    """Remove what _take_gateway_role added; idempotent (also after a crash half-way)."""
+    lab_plan = lab.plan()
+    gateway = lab_plan.nodes["sp/cgw"]
+    tunnels = plan_tunnels(lab_plan, tenant, fp)
+    delete_table(gateway.netns, plan_table(tenant))
+    for tunnel in tunnels:
+        delete_table(lab_plan.nodes[tunnel.sp_nea].netns, plan_table(tenant))
+    # an address another running plan also publishes stays until that plan ends
+    state = lab.dir.read()
+    still_used: set[str] = set()
+    for other, record in state.get("plans", {}).items():
+        other_plan = lab_plan.topology.failover_plans.get(other)
+        if other != tenant and record.get("status") == RUNNING and other_plan is not None:
+            still_used.update(public_addresses(lab_plan, other_plan))
+    prefix = lab_plan.topology.internet.subnet.prefixlen
+    with Netlink() as nl:
+        for tunnel in tunnels:
+            sp = lab_plan.nodes[tunnel.sp_nea]
+            links.delete_route(nl[sp.netns], tunnel.subnet)
+            _delete_address(nl[sp.netns], tunnel.sp_cloud_port, _gateway_cidr(tunnel))
+        for address in public_addresses(lab_plan, fp):
+            if address not in still_used:
+                _delete_address(nl[gateway.netns], gateway.ports[0].name,
+                                f"{address}/{prefix}")
+
+
+def _delete_address(ipr: Any, ifname: str, cidr: str) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    iface = IPv4Interface(cidr)
+    try:
+        ipr.addr("del", index=links.index_of(ipr, ifname), address=str(iface.ip),
+                 prefixlen=iface.network.prefixlen)
+    except NetlinkError as exc:
+        if exc.code != 99:  # EADDRNOTAVAIL: already gone, which is what we want
+            raise
+
+
+# ----- undo --------------------------------------------------------------------------
+
+
+def undo(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
+    """Replicas back to Normal in batches, deltas discarded, gateway role and NAT removed."""
+    lab.require_up()
+    fp = _failover_plan(lab, tenant)
+    lab_plan = lab.plan()
+    with _held(lab, tenant, fp, "plan undo"):
+        state = lab.dir.read()
+        record = _record(state, tenant)
+        if record.get("status") != RUNNING:
+            raise PreconditionFailed(
+                f"the cloud failover plan of {tenant} is not running (it is "
+                f"{record.get('status', NOT_STARTED)}): nothing to undo")
+        at_sp = [vm for vm in reversed(record.get("vms", []))
+                 if state.get("replicas", {}).get(vm, {}).get("state")
+                 == ReplicaState.FAILOVER.value]
+        lab.dir.journal("plan-undo:start", tenant=tenant, vms=at_sp)
+        results: dict[str, dict] = {}
+        batches = [at_sp[i:i + fp.undo_batch_size]
+                   for i in range(0, len(at_sp), fp.undo_batch_size)]
+        for number, batch in enumerate(batches, 1):
+            if number > 1 and fp.undo_batch_pause:
+                time.sleep(fp.undo_batch_pause)
+            for name in batch:
+                power.power_off(lab, lab_plan.nodes[f"{name}@sp"])
+            for name in batch:
+                storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True)
+                _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                             replication="active")
+                results[name] = {"status": SUCCESS, "state": ReplicaState.NORMAL.value}
+            lab.dir.journal("plan-undo:batch", tenant=tenant, batch=number, vms=batch)
+            say(f"batch {number}: {', '.join(batch)} back to Normal, deltas discarded")
+        _drop_gateway_role(lab, tenant, fp)
+        lab.dir.journal("plan-undo:gateway", tenant=tenant,
+                        message="gateway role, NAT and public addresses removed")
+        say("gateway role, NAT and public addresses removed")
+        _restore_pairs(lab, tenant, fp, say)
+        with lab.dir.update() as now:
+            now.setdefault("plans", {})[tenant] = {
+                "status": STOPPED, "vms": [], "results": {},
+                "started": record.get("started"), "stopped": time.time(),
+            }
+        lab.dir.journal("plan-undo:done", tenant=tenant, vms=at_sp)
+    return PlanReport(tenant, "undo", STOPPED, results)
+
+
+def _restore_pairs(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> None:
+    """A replica outside the plan still in partial failover gets its NEA pair back."""
+    lab_plan = lab.plan()
+    state = lab.dir.read()
+    for tunnel in plan_tunnels(lab_plan, tenant, fp):
+        if nea.replicas_at_sp(lab_plan, state, tunnel):
+            nea.nea_up(lab, tunnel.key)
+            nea.sync_proxies(lab, tunnel.key)
+            say(f"NEA pair {tunnel.key} on again for the replicas still in partial failover")
+
+
+# ----- test --------------------------------------------------------------------------
+
+
+class _Sandbox:
+    """An isolated copy of the plan's cloud networks: namespaces, overlays, processes.
+
+    Names: bridge ``<lab>-sp.<t>.<net>.test``, probe ``<lab>-sp.<t>.<net>.probe``
+    (at the SP NEA's cloud address), VM copies ``<lab>-<t>.<vm>@test``; interfaces
+    ``<lab>-k<n>`` (bridge), ``<lab>-t<n>`` (node end), ``<lab>-q<n>`` (bridge end).
+    Everything is under the lab's prefix and state directory, so `netlab cleanup`
+    finds it even after a crash.
+    """
+
+    def __init__(self, lab: Lab, tenant: str, fp: FailoverPlan) -> None:
+        self.lab, self.tenant, self.fp = lab, tenant, fp
+        self.lab_plan = lab.plan()
+        self.tunnels = plan_tunnels(self.lab_plan, tenant, fp)
+        self.root = lab.dir.root / "plan-test" / tenant
+        self.count = 0
+        self.nl = Netlink()
+        self.bridges: dict[str, tuple[str, int]] = {}  # network key -> (netns, index)
+
+    def bridge_ns(self, tunnel: Tunnel) -> str:
+        return f"{self.lab.name}-sp.{tunnel.tenant}.{tunnel.network}.test"
+
+    def probe_ns(self, tunnel: Tunnel) -> str:
+        return f"{self.lab.name}-sp.{tunnel.tenant}.{tunnel.network}.probe"
+
+    def vm_ns(self, name: str) -> str:
+        return f"{self.lab.name}-{name.replace('/', '.')}@test"
+
+    def namespaces(self) -> list[str]:
+        names = [n for t in self.tunnels for n in (self.probe_ns(t), self.bridge_ns(t))]
+        return [self.vm_ns(v) for v in _vm_names(self.tenant, self.fp)] + names
+
+    def _veth(self, netns: str, tunnel: Tunnel, cidr: str) -> str:
+        self.count += 1
+        node_if = f"{self.lab.name}-t{self.count}"
+        bridge_ns, index = self.bridges[tunnel.key]
+        sock = self.nl.create(netns, namespace_sysctls(None))
+        links.set_link_state(sock, "lo", True)
+        # made here rather than with links.add_veth_to_bridge, whose signature is in flux
+        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        try:
+            self.nl[bridge_ns].link("add", ifname=f"{self.lab.name}-q{self.count}",
+                                    kind="veth", peer={"ifname": node_if, "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        bridge_sock = self.nl[bridge_ns]
+        bridge_sock.link("set", index=links.index_of(bridge_sock, f"{self.lab.name}-q"
+                                                     f"{self.count}"), master=index, state="up")
+        links.set_link_state(sock, node_if, True)
+        links.add_address(sock, node_if, cidr)
+        return node_if
+
+    def create(self) -> None:
+        self.remove()  # leftovers of a test that crashed
+        for tunnel in self.tunnels:
+            self.count += 1
+            sock = self.nl.create(self.bridge_ns(tunnel), namespace_sysctls(None))
+            index = links.add_bridge(sock, f"{self.lab.name}-k{self.count}")
+            self.bridges[tunnel.key] = (self.bridge_ns(tunnel), index)
+            prefix = IPv4Network(tunnel.subnet).prefixlen
+            # no route out: the probe has only its connected subnet
+            self._veth(self.probe_ns(tunnel), tunnel, f"{tunnel.sp_nea_address}/{prefix}")
+
+    def boot(self, name: str) -> dict[str, Any]:
+        """Boot a copy of `name`'s replica from its latest restore point; its result."""
+        vm = self.lab_plan.nodes[name]
+        tunnel = self.lab_plan.tunnels[f"{self.tenant}/{vm.network}"]
+        result: dict[str, Any] = {"status": SUCCESS, "reason": None}
+        try:
+            point = storage.get_restore_point(self.lab.replica_dir(name), "latest")
+        except NetlabError as exc:
+            return result | {"status": FAILED, "reason": str(exc)}
+        base = self.root / (vm.vm or "")
+        for sub in ("upper", "work", "mnt"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        # the restore point read-only under a throwaway delta, as a failover mounts it
+        storage._mount_overlay(point.path, base / "upper", base / "work", base / "mnt")
+        netns = self.vm_ns(name)
+        prefix = IPv4Network(tunnel.subnet).prefixlen
+        self._veth(netns, tunnel, f"{vm.address}/{prefix}")
+        links.add_route(self.nl[netns], "default", via=tunnel.gateway_address)
+        from netlab.workloads import start_http_server
+
+        rec = start_http_server(f"plan-test:httpd:{name}", netns, base / "mnt",
+                                self.lab.dir.sub("logs"))
+        # recorded while it runs, so that a crash leaves it findable by `netlab cleanup`
+        with self.lab.dir.update() as state:
+            state.setdefault("processes", {})[rec.name] = rec.to_dict() | {"supervised": False}
+        answered = _answers(self.probe_ns(tunnel), [vm.address or ""])
+        if not answered:
+            return result | {"status": FAILED, "reason": f"no ping reply within "
+                             f"{BOOT_TIMEOUT:.0f} s in the isolated network",
+                             "restore_point": point.id}
+        return result | {"restore_point": point.id}
+
+    def remove(self) -> None:
+        names = [f"plan-test:httpd:{v}" for v in _vm_names(self.tenant, self.fp)]
+        with self.lab.dir.update() as state:
+            records = [state.get("processes", {}).pop(n, None) for n in names]
+        for data in records:
+            if data:
+                stop_process(ProcessRecord.from_dict(data), timeout=1.0)
+        self.nl.close()  # a held socket keeps a deleted namespace alive
+        for netns in self.namespaces():
+            if namespace_exists(netns):
+                delete_namespace(netns)
+        if self.root.exists():
+            storage.cleanup_mounts_under(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.root.parent.rmdir()  # plan-test/, when no other tenant's test uses it
+
+
+def test(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
+    """Boot the plan's replicas in an isolated network, ping each, roll everything back."""
+    lab.require_up()
+    fp = _failover_plan(lab, tenant)
+    with _held(lab, tenant, fp, "plan test"):
+        if _record(lab.dir.read(), tenant).get("status") == RUNNING:
+            raise PreconditionFailed(f"the cloud failover plan of {tenant} is running: test "
+                                     "a plan before you need it, not while it runs")
+        vms = _vm_names(tenant, fp)
+        lab.dir.journal("plan-test:start", tenant=tenant, vms=vms)
+        sandbox = _Sandbox(lab, tenant, fp)
+        results: dict[str, dict] = {}
+        try:
+            sandbox.create()
+            say("isolated copy of the cloud network created (no route out)")
+            for group, delay in _batches(fp, vms):
+                for name in group:
+                    results[name] = sandbox.boot(name)
+                    lab.dir.journal("plan-test:boot", tenant=tenant, vm=name, **results[name])
+                    outcome = results[name]["reason"] or "answers ping"
+                    say(f"{name}: {results[name]['status']}, {outcome}")
+                if delay:
+                    time.sleep(delay)
+        finally:
+            sandbox.remove()
+        lab.dir.journal("plan-test:rolled-back", tenant=tenant,
+                        message="isolated network, copies and their overlays removed")
+        say("rolled back: the isolated network and the copies are gone")
+    ok = all(r["status"] == SUCCESS for r in results.values())
+    return PlanReport(tenant, "test", "passed" if ok else FAILED, results)
+
+
+# ----- status ------------------------------------------------------------------------
+
+
+def status(lab: Lab, tenant: str) -> dict[str, Any]:
+    lab.require_up()
+    fp = _failover_plan(lab, tenant)
+    lab_plan = lab.plan()
+    state = lab.dir.read()
+    record = _record(state, tenant)
+    running = record.get("status") == RUNNING
+    steps = []
+    for step in fp.steps:
+        name = f"{tenant}/{step.vm}"
+        steps.append({
+            "vm": name,
+            "delay": step.delay,
+            "replica_state": state.get("replicas", {}).get(name, {}).get("state"),
+            "result": record.get("results", {}).get(name) if running else None,
+        })
+    return {
+        "tenant": tenant,
+        "status": record.get("status", NOT_STARTED),
+        "started": record.get("started"),
+        "restore_point": record.get("restore_point") if running else None,
+        "steps": steps,
+        "gateway": [{"network": t.key, "address": t.gateway_address}
+                    for t in plan_tunnels(lab_plan, tenant, fp)],
+        "snat_address": snat_address(lab_plan, fp),
+        "publish": [{"vm": e.vm, "port": e.port, "public": e.public,
+                     "public_port": e.public_port, "protocol": e.protocol}
+                    for e in endpoints(lab_plan, tenant, fp)],
+        "max_parallel": fp.max_parallel,
+        "undo_batch_size": fp.undo_batch_size,
+        "undo_batch_pause": fp.undo_batch_pause,
+    }
+
+
+def plans_summary(lab: Lab, state: dict[str, Any]) -> dict[str, Any]:
+    """The "plans" of `netlab status`: each plan of the topology, and its VMs while it runs."""
+    out = {}
+    for tenant in lab.plan().topology.failover_plans:
+        record = _record(state, tenant)
+        running = record.get("status") == RUNNING
+        out[tenant] = {
+            "status": record.get("status", NOT_STARTED),
+            "vms": {vm: record.get("results", {}).get(vm, {}).get("status", "pending")
+                    for vm in record.get("vms", [])} if running else {},
+        }
+    return out
+
