@@ -1,0 +1,260 @@
+"""`netlab demo`: a guided walkthrough of partial failover, for teaching.
+
+Eight steps, each narrated in plain words with the real command it runs and
+that command's real output. The demo drives the library (the same calls the
+CLI makes), so the failover's own eight journaled steps are narrated as they
+happen. It leaves the lab as it found it: brought up only if it was down (and
+taken down again), the VM failed over and back, replica states unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from netlab.cli import _lab, lab_option, reports_errors
+from netlab.errors import NetlabError
+
+STEPS = 8
+# What each journaled step of a failover means, in the words of a DR administrator.
+FAILOVER_GLOSS = {
+    "start": "every precondition is checked first: a failover that cannot finish "
+             "changes nothing.",
+    "roll-back": "the replica's disk becomes the chosen restore point, read-only, with a "
+                 "fresh writable delta on top.",
+    "power-on": "the replica boots in the provider's cloud network with the SAME address "
+                "as the source VM.",
+    "sp-nea": "the provider-side appliance answers ARP in the cloud network for every "
+              "other production address: the replica finds its neighbours through the "
+              "tunnel.",
+    "replication-hold": "no new restore points of the source while its replica is "
+                        "production.",
+    "tenant-nea": "the tenant-side appliance now answers ARP for the VM's address on the "
+                  "production LAN and sends gratuitous ARP, so neighbours switch to its "
+                  "MAC at once.",
+    "delta": "what the replica writes from now on goes to the delta: undo discards it, "
+             "failback keeps it.",
+    "proven": "netlab pinged the replica from a neighbour; the first reply ends the "
+              "recovery time.",
+}
+_STEP_LINE = re.compile(r"step (\d+) ([\w-]+): (.*)")
+
+
+class Narrator:
+    """Prints headings, plain-words explanations, commands and their real output."""
+
+    def __init__(self, lab_flag: list[str], pause: bool) -> None:
+        self.lab_flag = lab_flag  # ["--lab", NAME] when the user named the lab
+        self.pause = pause
+        self.step = 0
+
+    def heading(self, title: str) -> None:
+        if self.step and self.pause:
+            input("\n  [Enter] next step ")
+        self.step += 1
+        click.echo()
+        click.secho(f"== Step {self.step}/{STEPS}: {title} ==", bold=True)
+
+    def say(self, text: str) -> None:
+        click.echo(textwrap.fill(text, width=88))
+
+    def command(self, *words: str) -> None:
+        """Show a netlab command as the user would type it."""
+        click.secho("$ " + shlex.join(["netlab", *words[:2], *self.lab_flag, *words[2:]]),
+                    fg="cyan")
+
+    def output(self, text: str) -> None:
+        for line in text.rstrip("\n").splitlines():
+            click.echo(f"  {line}")
+
+
+def _run_in(narrator: Narrator, node: Any, argv: list[str], timeout: float = 10) -> Any:
+    """`netlab exec NODE -- ARGV`, shown and run (the same nsenter as netlab exec)."""
+    from netlab.run import run
+
+    narrator.command("exec", node.name, "--", *argv)
+    done = run(argv, netns=node.netns, check=False, timeout=timeout)
+    narrator.output(done.stdout or done.stderr or f"(no output, exit status {done.returncode})")
+    return done
+
+
+def _show_arp(narrator: Narrator, observer: Any, address: str) -> str:
+    """Refresh `observer`'s ARP entry for `address` with one ping, then show it; its MAC."""
+    from netlab import verify
+
+    _run_in(narrator, observer, ["ping", "-c", "1", "-W", "1", "-q", address])
+    _run_in(narrator, observer, ["ip", "neigh", "show", address])
+    entry = verify.neighbour_entry(observer, address)
+    return entry["mac"] if entry else ""
+
+
+def _whose(mac: str, expected: str, meaning: str) -> str:
+    """Explain the MAC the ARP table shows, or say plainly that it is not the expected one."""
+    if mac == expected:
+        return f"{mac} is {meaning}."
+    return (f"Unexpected: the entry shows {mac or 'no MAC'}, not {expected} ({meaning}). "
+            "Run 'netlab validate' to find out why.")
+
+
+def _check_start(lab: Any, vm_name: str, observer_name: str) -> tuple[Any, Any]:
+    plan = lab.plan()
+    state = lab.dir.read()
+    vm, observer = plan.node(vm_name), plan.node(observer_name)
+    if vm.kind.value != "vm" or vm.dhcp or plan.replica_of(vm.name) is None:
+        raise NetlabError(f"{vm_name} is not a VM with a static address and a replica; "
+                          "the demo fails one over (default acme/web)")
+    if observer.kind.value != "vm" or (observer.tenant, observer.network) != \
+            (vm.tenant, vm.network) or observer.name == vm.name:
+        raise NetlabError(f"--from {observer_name}: pick another VM on {vm.tenant}/"
+                          f"{vm.network} to watch from")
+    replica = state.get("replicas", {}).get(vm.name, {}).get("state")
+    if replica != "Normal":
+        raise NetlabError(f"the replica of {vm.name} is '{replica}', not Normal: the demo "
+                          f"fails it over itself (run 'netlab undo {vm.name}' first, or "
+                          "use another --lab)")
+    for node in (vm, observer):
+        if lab.node_power(state, node) != "on":
+            raise NetlabError(f"{node.name} is {lab.node_power(state, node)}; the demo "
+                              f"needs it running: netlab vm start {node.name}")
+    return vm, observer
+
+
+def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
+             progress: Callable[[str], None]) -> None:
+    from netlab import verify
+    from netlab.orchestrator import operations
+
+    n = narrator
+    n.heading("the lab")
+    brought_up = False
+    if lab.is_up():
+        n.say(f"Lab {lab.name} is already up; the demo will leave it exactly as it finds it.")
+    else:
+        n.say("The lab is down: bring it up (namespaces, bridges, a WireGuard-ready "
+              "gateway, the tenants' VMs and one restore point of every static VM).")
+        n.command("up")
+        lab.up(None, progress=n.output)
+        brought_up = True
+    failed_over = vm_failed = False
+    try:
+        vm, observer = _check_start(lab, vm_name, observer_name)
+        address = vm.address or ""
+        tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
+        if tunnel is None:
+            raise NetlabError(f"{vm.tenant}/{vm.network} has no NEA pair to fail over through")
+        nea_node = lab.plan().nodes[tunnel.tenant_nea]
+        vm_mac = verify.interface_mac(vm.netns, vm.port.name)
+        nea_mac = verify.interface_mac(nea_node.netns, tunnel.tenant_lan_port)
+        n.say(f"Tenant {vm.tenant} runs its VMs on {vm.tenant}/{vm.network}. {vm.name} "
+              f"({address}) is replicated to the provider: its replica {vm.name}@sp sits "
+              f"powered off in the provider's cloud network, same subnet, same address. "
+              f"We watch everything from {observer.name}.")
+        _run_in(n, observer, ["curl", "-s", "-m", "2", f"http://{address}/"])
+
+        n.heading(f"who is {address} on the LAN?")
+        n.say(f"{observer.name} sends to {address} by MAC address: its ARP table says which.")
+        mac = _show_arp(n, observer, address)
+        n.say(_whose(mac, vm_mac, f"the MAC of {vm.name}'s own NIC"))
+
+        n.heading("the disaster")
+        n.say(f"{vm.name} drops off the LAN (a simulated disaster): nothing answers at "
+              f"{address} any more.")
+        n.command("vm", "fail", vm.name)
+        vm_failed = True
+        n.output(f"{vm.name} is {operations.vm_power(lab, vm.name, 'fail')}")
+        done = _run_in(n, observer, ["curl", "-s", "-m", "2", f"http://{address}/"])
+        if done.returncode != 0:
+            n.say(f"No answer: curl gave up after 2 s. Users of {vm.name} are down.")
+
+        n.heading(f"partial failover of {vm.name}")
+        n.say(f"Only {vm.name} moves to the provider; the rest of {vm.tenant} keeps running "
+              "at home. The failover runs eight journaled steps:")
+        n.command("failover", vm.name)
+
+        def narrate(line: str) -> None:
+            m = _STEP_LINE.match(line)
+            n.output(line)
+            if m and m.group(2) in FAILOVER_GLOSS:
+                n.output(f"    = {FAILOVER_GLOSS[m.group(2)]}")
+
+        failed_over = True
+        result = operations.failover(lab, [vm.name], say=narrate)
+        for warning in result.warnings:
+            n.output(f"warning: {warning}")
+        recovery = result.recovery_seconds
+        n.output(f"failover: {vm.name} done; recovery time "
+                 f"{recovery if recovery is not None else float('nan'):.3f} s")
+
+        n.heading(f"the ARP entry of {address} flips to the tenant NEA")
+        mac = _show_arp(n, observer, address)
+        n.say(_whose(mac, nea_mac, f"the MAC of {tunnel.tenant_nea}, the tenant-side network "
+                     f"extension appliance: it answers ARP for {address} and carries the "
+                     "traffic through the WireGuard tunnel to the provider. "
+                     f"{observer.name} changed nothing: same IP, new MAC"))
+
+        n.heading("the replica answers")
+        _run_in(n, observer, ["curl", "-s", "-m", "2", f"http://{address}/"])
+        n.say(f"The same page, now served by {vm.name}@sp from its restore point. Recovery "
+              f"time: {recovery or 0:.3f} s from the start of the failover command to the "
+              f"first reply from the replica.")
+
+        n.heading("undo the failover")
+        n.say("Undo powers the replica off and DISCARDS everything written on it since the "
+              "failover (failback would keep it). Then the source VM comes back.")
+        n.command("undo", vm.name, "--yes")
+        operations.undo(lab, [vm.name], say=n.output)
+        failed_over = False
+        n.output(f"undo: {vm.name} done")
+        n.command("vm", "start", vm.name)
+        n.output(f"{vm.name} is {operations.vm_power(lab, vm.name, 'start')}")
+        vm_failed = False
+
+        n.heading(f"the ARP entry of {address} flips back")
+        mac = _show_arp(n, observer, address)
+        n.say(_whose(mac, vm_mac, f"{vm.name}'s own MAC again: the source announced itself "
+                     "with gratuitous ARP when it started"))
+    finally:
+        # leave the lab as it was found, even after an error or Ctrl-C
+        if failed_over:
+            operations.undo(lab, [vm.name], force=True)
+        if vm_failed:
+            operations.vm_power(lab, vm.name, "start")
+        if brought_up:
+            click.echo()
+            n.say("The demo brought the lab up, so it takes it down again.")
+            n.command("down")
+            lab.down()
+            n.output(f"lab {lab.name} is down")
+    click.echo()
+    n.say("Try it yourself: 'netlab validate' proves what the demo showed, 'netlab events' "
+          "lists every step with its timestamp.")
+
+
+@click.command()
+@click.option("--step", "pause", is_flag=True,
+              help="Pause for Enter between steps (on a terminal; ignored without one).")
+@click.option("--vm", "vm_name", default="acme/web", show_default=True, metavar="TENANT/VM",
+              help="The VM to fail over.")
+@click.option("--from", "observer_name", default="acme/db", show_default=True,
+              metavar="TENANT/VM", help="The neighbour whose ARP table is shown.")
+@lab_option
+@reports_errors
+def demo(pause: bool, vm_name: str, observer_name: str, lab_name: str | None) -> None:
+    """A guided walkthrough of partial failover, with the real commands and outputs.
+
+    Brings the lab up if needed, shows the ARP table of acme/db, fails acme/web,
+    fails it over, shows the ARP entry flipping to the tenant NEA's MAC and the
+    replica answering, then undoes it all: the lab is left as it was found.
+    """
+    from netlab.lab import require_root
+
+    require_root()
+    lab = _lab(lab_name)
+    narrator = Narrator(["--lab", lab.name] if lab_name else [], pause and sys.stdin.isatty())
+    run_demo(lab, vm_name, observer_name, narrator, progress=narrator.output)
