@@ -46,7 +46,7 @@ def poll(what: str, check: Callable[[], T], timeout: float = 30, interval: float
     while time.monotonic() < deadline:
         try:
             last = check()
-        except Exception as exc:  # noqa: BLE001 - report the last error at the end
+        except Exception as exc:  # report the last error at the end
             last = exc
         else:
             if last:

@@ -54,7 +54,7 @@ def two_labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabEnv,
         for lab in labs:
             try:
                 cleanup_and_check(lab)
-            except BaseException as exc:  # noqa: BLE001 - clean the other one too
+            except BaseException as exc:  # clean the other one too
                 failures.append(exc)
         if failures:
             raise failures[0]
