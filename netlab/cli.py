@@ -413,6 +413,8 @@ _vm_action("fail", "Simulate a disaster: the VM drops off its LAN at once.")
 EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.graph:graph",
     "netlab.commands.capture:capture",
+    "netlab.commands.validate:validate",
+    "netlab.commands.demo:demo",
     "netlab.commands.cloud_plan:plan_group",
 ]
 
@@ -425,8 +427,11 @@ def _register_extensions() -> None:
         main.add_command(getattr(importlib.import_module(module), attribute))
 
 
-_register_extensions()
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m netlab.cli` runs this file as __main__; the command modules import
+    # netlab.cli, a second copy that would find them half-imported. Run that copy.
+    from netlab.cli import main as _importable_main
+
+    _importable_main()
+else:
+    _register_extensions()
