@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,19 @@ from netlab.net import links
 from netlab.net.namespaces import (
     Netlink,
     delete_namespace,
+    fork_worker,
     list_namespaces,
     namespace_exists,
     pids_in_namespaces,
 )
-from netlab.net.nft import apply_ruleset
+from netlab.net.nft import apply_rulesets
 from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, build_plan, lab_prefix
-from netlab.processes import ProcessRecord, is_alive, process_start_time, stop_process
+from netlab.processes import (
+    ProcessRecord,
+    is_alive,
+    process_start_time,
+    stop_processes,
+)
 from netlab.run import require_tool
 from netlab.state import LabDir
 from netlab.topology import Topology, load_topology, parse_topology
@@ -40,6 +47,8 @@ Progress = Callable[[str], None]
 WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
 
 REPLICA_NORMAL = "Normal"
+LOOPBACK_INDEX = 1  # lo is always the first link of a namespace
+PARALLEL_PLUMBING_MIN_NODES = 60
 
 
 def _quiet(_: str) -> None:
@@ -83,6 +92,25 @@ def namespace_sysctls(node: Node | None) -> dict[str, str | int]:
         sysctls["net.ipv4.conf.all.send_redirects"] = 0
         sysctls["net.ipv4.conf.default.send_redirects"] = 0
     return sysctls
+
+
+def _plumb_nodes(plan: LabPlan, nodes: list[Node], bridges: dict[str, int]) -> None:
+    """Namespaces, veths, addresses and routes of `nodes`, over netlink."""
+    with Netlink() as nl:
+        for node in nodes:
+            sock = nl.create(node.netns, namespace_sysctls(node))
+            sock.link("set", index=LOOPBACK_INDEX, state="up")
+            for port in node.ports:
+                seg = plan.segments[port.segment]
+                index = links.add_veth_to_bridge(
+                    sock, port.name, node.netns, nl[seg.netns], port.bridge_port,
+                    bridges[seg.name], up=node.link_up_at_start,
+                )
+                for cidr in port.addresses:
+                    links.add_address(sock, port.name, cidr, port.no_prefix_route, index)
+            if node.link_up_at_start:
+                for route in node.routes:
+                    links.add_route(sock, route.dst, route.via, route.dev, route.table)
 
 
 class Lab:
@@ -193,55 +221,44 @@ class Lab:
 
     def _apply(self, plan: LabPlan, progress: Progress) -> None:
         started = time.monotonic()
-        with Netlink() as nl:
-            bridges: dict[str, int] = {}
-            for seg in plan.segments.values():
-                sock = nl.create(seg.netns, namespace_sysctls(None))
-                bridges[seg.name] = links.add_bridge(sock, seg.bridge)
-            for node in plan.nodes.values():
-                sock = nl.create(node.netns, namespace_sysctls(node))
-                links.set_link_state(sock, "lo", True)
-                for port in node.ports:
-                    seg = plan.segments[port.segment]
-                    links.add_veth_to_bridge(
-                        sock, port.name, nl[seg.netns], seg.netns, port.bridge_port,
-                        bridges[seg.name], up=node.link_up_at_start,
-                    )
-                    for cidr in port.addresses:
-                        links.add_address(sock, port.name, cidr, port.no_prefix_route)
-                if node.link_up_at_start:
-                    for route in node.routes:
-                        links.add_route(sock, route.dst, route.via, route.dev, route.table)
-            elapsed = time.monotonic() - started
-            progress(f"{len(plan.namespaces)} namespaces plumbed in {elapsed:.2f} s")
-        for netns, ruleset in plan.nft_rulesets.items():
-            apply_ruleset(netns, ruleset, NFT_TABLE)
-        processes: dict[str, dict] = {}
-        logs, run_dir = self.dir.sub("logs"), self.dir.sub("run", 0o700)
-
-        def record(rec: ProcessRecord, supervised: bool = True) -> None:
-            processes[rec.name] = rec.to_dict() | {"supervised": supervised}
-            with self.dir.update() as state:
-                state.setdefault("processes", {})[rec.name] = processes[rec.name]
-
-        for server in plan.dhcp_servers:
-            name = f"dnsmasq:{server.tenant}/{server.network}"
-            record(start_dhcp_server(name, server, run_dir, logs))
-        replicas: dict[str, dict] = {}
-        for vm in plan.vms():
-            disk = self.disk_dir(vm.name)
-            storage.seed_disk(disk, vm.tenant or "", vm.vm or "")
-            record(start_http_server(f"httpd:{vm.name}", vm.netns, disk, logs))
-            replica = plan.replica_of(vm.name)
-            if replica is not None:
-                retention = plan.topology.tenants[vm.tenant or ""].replication.retention
-                point = storage.replicate(disk, self.replica_dir(vm.name), retention)
-                replicas[vm.name] = {"state": REPLICA_NORMAL, "replication": "active"}
-                self.dir.journal("replicated", vm=vm.name, restore_point=point.id)
-        leases: dict[str, str] = {}
-        for vm in plan.vms():
-            if vm.dhcp:
-                leases[vm.name] = lease_address(vm.netns, vm.port.name, run_dir)
+        vms = plan.vms()
+        replicated = [vm for vm in vms if plan.replica_of(vm.name) is not None]
+        # Disk work (copies, fsyncs) runs in threads while this thread does netlink,
+        # which must stay on the main thread (netlab.net.namespaces).
+        finish_plumbing = self._start_plumbing(plan)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            seeds = [pool.submit(storage.seed_disk, self.disk_dir(vm.name), vm.tenant or "",
+                                 vm.vm or "") for vm in vms]
+            points = {vm.name: pool.submit(self._first_restore_point, plan, vm, seed)
+                      for vm, seed in zip(vms, seeds, strict=True) if vm in replicated}
+            finish_plumbing()
+            progress(f"{len(plan.namespaces)} namespaces plumbed in "
+                     f"{time.monotonic() - started:.2f} s")
+            apply_rulesets(plan.nft_rulesets, NFT_TABLE)
+            logs, run_dir = self.dir.sub("logs"), self.dir.sub("run", 0o700)
+            records: list[ProcessRecord] = []
+            try:
+                for server in plan.dhcp_servers:
+                    name = f"dnsmasq:{server.tenant}/{server.network}"
+                    records.append(start_dhcp_server(name, server, run_dir, logs))
+                for vm, seed in zip(vms, seeds, strict=True):
+                    seed.result()
+                    records.append(
+                        start_http_server(f"httpd:{vm.name}", vm.netns, self.disk_dir(vm.name),
+                                          logs))
+            finally:
+                # One write for all: every process of the lab is found by namespace
+                # anyway should netlab die before this line.
+                with self.dir.update() as state:
+                    state.setdefault("processes", {}).update(
+                        {r.name: r.to_dict() | {"supervised": True} for r in records})
+            leases = {vm.name: lease_address(vm.netns, vm.port.name, run_dir)
+                      for vm in vms if vm.dhcp}
+            replicas = {name: {"state": REPLICA_NORMAL, "replication": "active",
+                               "first_restore_point": job.result()}
+                        for name, job in points.items()}
+        self.dir.journal("replicated", vms=sorted(replicas),
+                         message="first restore point of every static VM")
         progress(f"workloads started in {time.monotonic() - started:.2f} s")
         with self.dir.update() as state:
             state.update(
@@ -258,8 +275,39 @@ class Lab:
                     "leases": leases,
                 }
             )
-            state.setdefault("processes", {}).update(processes)
         self.ensure_supervisor()
+
+    def _first_restore_point(self, plan: LabPlan, vm: Node, seeded: Future) -> int:
+        seeded.result()
+        retention = plan.topology.tenants[vm.tenant or ""].replication.retention
+        return storage.replicate(self.disk_dir(vm.name), self.replica_dir(vm.name), retention).id
+
+    def _start_plumbing(self, plan: LabPlan) -> Callable[[], None]:
+        """Create the segments, and start plumbing the nodes; call the result to finish.
+
+        A large lab is split in two halves, the second done by a forked child, so
+        that both cores build namespaces (netlink encoding is CPU-bound Python).
+        This runs before any thread exists: forking a threaded process is unsafe.
+        """
+        with Netlink() as nl:
+            bridges = {
+                seg.name: links.add_bridge(nl.create(seg.netns, namespace_sysctls(None)),
+                                           seg.bridge)
+                for seg in plan.segments.values()
+            }
+        nodes = list(plan.nodes.values())
+        if len(nodes) < PARALLEL_PLUMBING_MIN_NODES:
+            return lambda: _plumb_nodes(plan, nodes, bridges)
+        half = len(nodes) // 2
+        child = fork_worker(lambda: _plumb_nodes(plan, nodes[half:], bridges))
+
+        def finish() -> None:
+            try:
+                _plumb_nodes(plan, nodes[:half], bridges)
+            finally:
+                child.wait()
+
+        return finish
 
     def ensure_supervisor(self) -> None:
         """Start the lab's supervisor unless it runs (it restarts daemons that die)."""
@@ -285,25 +333,27 @@ class Lab:
         require_root()
         report = CleanupReport()
         state = self.dir.read()
-        records = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
-        # The supervisor first, so that it restarts nothing while the rest goes.
         from netlab.supervisor import find_supervisors
 
-        records = find_supervisors(self.name) + records
-        records.sort(key=lambda r: r.name != "supervisor")
-        for rec in records:
-            if is_alive(rec):
-                stop_process(rec)
+        recorded = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
+        by_pid = {r.pid: r for r in [*find_supervisors(self.name), *recorded]}
+        records = list(by_pid.values())
+        # The supervisor first, so that it restarts nothing while the rest goes.
+        supervisors = [r for r in records if r.name == "supervisor"]
+        others = [r for r in records if r.name != "supervisor"]
+        for group in (supervisors, others):
+            for rec in stop_processes(group):
                 report.processes.append(f"{rec.name} (pid {rec.pid})")
         namespaces = list_namespaces(self.prefix)
         # Processes inside the lab's namespaces that the state no longer knows of
         # (state lost in a crash): found by namespace, so nothing else is touched.
+        strays = []
         for pid, netns in pids_in_namespaces(namespaces).items():
             start = process_start_time(pid)
-            if start is None:
-                continue
-            stop_process(ProcessRecord(name=f"process in {netns}", pid=pid, start_time=start))
-            report.processes.append(f"pid {pid} in {netns}")
+            if start is not None:
+                strays.append(ProcessRecord(name=f"process in {netns}", pid=pid, start_time=start))
+        for rec in stop_processes(strays):
+            report.processes.append(f"pid {rec.pid} in {rec.name.removeprefix('process in ')}")
         for sock in sorted(WIREGUARD_RUN_DIR.glob(f"{self.prefix}w*.sock")):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -171,7 +172,12 @@ def stop_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
 # ----- proxy-ARP daemons -------------------------------------------------------------
 
 
-def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> None:
+def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> Callable[[], None]:
+    """Start one side's proxy-ARP daemon; call the result to wait until it answers.
+
+    Starting both sides before waiting for either overlaps their start-up
+    (Python and Scapy imports, ~0.13 s each).
+    """
     plan = lab.plan()
     state = lab.dir.read()
     at_sp = replicas_at_sp(plan, state, tunnel)
@@ -190,7 +196,7 @@ def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> None:
     log = lab.dir.sub("logs") / f"proxyarp-{node.name.replace('/', '.')}.log"
     rec = start_process(f"proxyarp:{node.name}", argv, netns=node.netns, log_path=log)
     _record(lab, rec)
-    ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
+    return lambda: ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
 
 
 def stop_proxy_daemon(lab: Lab, node_name: str) -> None:
@@ -218,8 +224,9 @@ def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     try:
         start_tunnel_side(lab, tunnel, "sp")
         start_tunnel_side(lab, tunnel, "tenant")
-        start_proxy_daemon(lab, tunnel, "sp")
-        start_proxy_daemon(lab, tunnel, "tenant")
+        waiters = [start_proxy_daemon(lab, tunnel, side) for side in ("sp", "tenant")]
+        for wait_ready in waiters:
+            wait_ready()
     except BaseException:
         _power_off(lab, tunnel)
         raise

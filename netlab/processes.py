@@ -133,3 +133,24 @@ def stop_process(record: ProcessRecord, timeout: float = 2.0) -> None:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def stop_processes(records: Sequence[ProcessRecord], timeout: float = 2.0) -> list[ProcessRecord]:
+    """End many processes at once (SIGTERM all, wait, SIGKILL the rest); return those ended."""
+    alive = [r for r in records if is_alive(r)]
+    for rec in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    pending = list(alive)
+    while pending and time.monotonic() < deadline:
+        for rec in pending:
+            _reap(rec.pid)
+        pending = [r for r in pending if is_alive(r)]
+        if pending:
+            time.sleep(0.005)
+    for rec in pending:
+        stop_process(rec, timeout=0.0)
+    for rec in alive:
+        _reap(rec.pid)
+    return alive

@@ -75,7 +75,7 @@ def restart(lab: Lab, name: str) -> ProcessRecord | None:
         rec = start_dhcp_server(name, server, run_dir, logs)
     elif kind == "proxyarp":
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
-        nea.start_proxy_daemon(lab, tunnel, "sp" if target == tunnel.sp_nea else "tenant")
+        nea.start_proxy_daemon(lab, tunnel, "sp" if target == tunnel.sp_nea else "tenant")()
         return None
     elif kind == "wireguard":
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
@@ -134,6 +134,20 @@ def supervise_once(lab: Lab) -> list[str]:
     return restarted
 
 
+def reap_children() -> None:
+    """Collect the exit status of restarted daemons that have since been stopped.
+
+    The supervisor is their parent; unreaped, each would stay a zombie.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def run(lab_name: str) -> int:
     lab = Lab(lab_name)
     stop = False
@@ -146,6 +160,7 @@ def run(lab_name: str) -> int:
     while not stop and lab.dir.exists():
         if lab.dir.read().get("status") == "up":
             supervise_once(lab)
+        reap_children()
         time.sleep(POLL_SECONDS)
     return 0
 

@@ -35,24 +35,26 @@ def add_bridge(ipr: IPRoute, name: str) -> int:
 def add_veth_to_bridge(
     node: IPRoute,
     node_ifname: str,
+    node_netns: str,
     segment: IPRoute,
-    segment_netns: str,
     bridge_ifname: str,
     bridge_index: int,
     up: bool = True,
 ) -> int:
-    """Create a veth with one end in the node and the other enslaved to the segment's bridge."""
-    fd = os.open(NETNS_DIR / segment_netns, os.O_RDONLY)
+    """Create a veth whose bridge end is enslaved and up, its other end in the node.
+
+    Created from the segment's side so that master and state go in the same
+    request; `peer=` takes netlink attributes only (DESIGN.md §7), so the node's
+    end is brought up by its own socket. Returns the node end's index.
+    """
+    fd = os.open(NETNS_DIR / node_netns, os.O_RDONLY)
     try:
-        # peer= takes netlink attributes only (DESIGN.md §7): its state is set below.
         _netlink(
-            node.link, "add", ifname=node_ifname, kind="veth",
-            peer={"ifname": bridge_ifname, "net_ns_fd": fd},
+            segment.link, "add", ifname=bridge_ifname, kind="veth", master=bridge_index,
+            state="up", peer={"ifname": node_ifname, "net_ns_fd": fd},
         )
     finally:
         os.close(fd)
-    peer = index_of(segment, bridge_ifname)
-    segment.link("set", index=peer, master=bridge_index, state="up")
     index = index_of(node, node_ifname)
     if up:
         node.link("set", index=index, state="up")
@@ -71,12 +73,14 @@ def link_is_up(ipr: IPRoute, ifname: str) -> bool:
     return bool(link["flags"] & 1)
 
 
-def add_address(ipr: IPRoute, ifname: str, cidr: str, no_prefix_route: bool = False) -> None:
+def add_address(
+    ipr: IPRoute, ifname: str, cidr: str, no_prefix_route: bool = False, index: int | None = None
+) -> None:
     iface = IPv4Interface(cidr)
     kwargs = {"flags": IFA_F_NOPREFIXROUTE} if no_prefix_route else {}
     try:
         ipr.addr(
-            "add", index=index_of(ipr, ifname), address=str(iface.ip),
+            "add", index=index or index_of(ipr, ifname), address=str(iface.ip),
             prefixlen=iface.network.prefixlen, **kwargs,
         )
     except NetlinkError as exc:

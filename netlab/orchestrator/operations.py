@@ -59,11 +59,12 @@ class _Operation:
 
     def log(self, step: int, what: str, message: str, **fields: Any) -> None:
         self.step = step
-        self.lab.dir.journal(f"{self.command}:{what}", step=step, vms=self.vms, message=message,
-                             **fields)
+        # state first: a crash between the two then reports the step just journaled
         with self.lab.dir.update() as state:
             if state.get("operation"):
                 state["operation"]["step"] = step
+        self.lab.dir.journal(f"{self.command}:{what}", step=step, vms=self.vms, message=message,
+                             **fields)
         self.say(f"step {step} {what}: {message}")
 
     def finish(self) -> None:
@@ -140,7 +141,6 @@ def failover(
     started = time.monotonic()
     lab.require_up()
     recover_interrupted(lab, say)
-    plan = lab.plan()
     vms = [_vm_node(lab, name) for name in dict.fromkeys(vm_names)]
     with _locks(lab, [v.name for v in vms], "failover"):
         state = lab.dir.read()
@@ -148,62 +148,88 @@ def failover(
         for vm in vms:
             points[vm.name] = _check_failover(lab, state, vm, restore_point)
         op = _Operation(lab, "failover", [v.name for v in vms], say)
-        result = OperationResult("failover", [v.name for v in vms])
-        op.log(1, "start", "preconditions hold: static IPs, replicated, replicas Normal, "
-               "NEA on the network, no other operation")
-        for vm in vms:
-            storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
-        op.log(2, "roll-back", ", ".join(
-            f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
-        for vm in vms:
-            replica = plan.nodes[f"{vm.name}@sp"]
-            power.start_replica(lab, replica)
-            _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value,
-                         restore_point=points[vm.name])
-            if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
-                result.warnings.append(
-                    f"the source VM {vm.name} is still powered on and may answer ARP for "
-                    f"{vm.address}: an IP conflict on the tenant LAN (disconnect it, e.g. "
-                    f"'netlab vm fail {vm.name}')"
-                )
-        op.log(3, "power-on", "replicas powered on, state Normal -> Failover; sources stay on",
-               warnings=result.warnings)
-        networks = list(dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms))
-        for key in networks:
-            tunnel = plan.tunnels[key]
-            if state.get("neas", {}).get(key, {}).get("power") != "on":
-                nea.start_tunnel_side(lab, tunnel, "sp")
-                nea.start_proxy_daemon(lab, tunnel, "sp")
-        op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up, proxy "
-               "ARP for the production addresses")
-        for vm in vms:
-            _set_replica(lab, vm.name, replication="on hold")
-        op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
-        for key in networks:
-            tunnel = plan.tunnels[key]
-            if state.get("neas", {}).get(key, {}).get("power") != "on":
-                nea.start_tunnel_side(lab, tunnel, "tenant")
-                nea.start_proxy_daemon(lab, tunnel, "tenant")
-                with lab.dir.update() as now:
-                    now.setdefault("neas", {})[key] = {
-                        "power": "on", "backend": nea.backend_for(lab).name}
-            nea.sync_proxies(lab, key)
-        op.log(6, "tenant-nea", "tenant NEA on: WireGuard client through the gateway, proxy ARP "
-               "and gratuitous ARP for " + ", ".join(v.address or "" for v in vms))
-        op.log(7, "delta", "writes on the replicas go to the delta of their restore point")
-        for vm in vms:
-            prover = _neighbour(lab, vm, {v.name for v in vms}) or plan.nodes[f"{vm.tenant}/edge"]
-            replied = _first_reply(prover, vm.address or "")
-            if replied is None:
-                result.warnings.append(f"no reply from {vm.address} seen from {prover.name}")
-                continue
-            result.recovery_seconds = max(result.recovery_seconds or 0.0, replied - started)
-            result.details[vm.name] = {"proved_from": prover.name,
-                                       "recovery_seconds": round(replied - started, 4)}
-        op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
-               f"recovery time {result.recovery_seconds or 0:.3f} s",
-               recovery_seconds=result.recovery_seconds)
-        op.finish()
+        try:
+            result = _run_failover(lab, op, vms, points, state, started, say)
+        except BaseException:
+            # Not left to the next command: in-process API users would never see it.
+            _roll_back_failover(lab, op.vms, say)
+            with lab.dir.update() as now:
+                now["operation"] = None
+            lab.dir.journal("failover:rolled-back", vms=op.vms)
+            raise
+    return result
+
+
+def _run_failover(
+    lab: Lab,
+    op: _Operation,
+    vms: list[Node],
+    points: dict[str, int],
+    state: dict[str, Any],
+    started: float,
+    say: Say,
+) -> OperationResult:
+    plan = lab.plan()
+    result = OperationResult("failover", [v.name for v in vms])
+    op.log(1, "start", "preconditions hold: static IPs, replicated, replicas Normal, "
+           "NEA on the network, no other operation")
+    for vm in vms:
+        storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
+    op.log(2, "roll-back", ", ".join(
+        f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
+    for vm in vms:
+        replica = plan.nodes[f"{vm.name}@sp"]
+        power.start_replica(lab, replica)
+        _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value,
+                     restore_point=points[vm.name])
+        if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
+            result.warnings.append(
+                f"the source VM {vm.name} is still powered on and may answer ARP for "
+                f"{vm.address}: an IP conflict on the tenant LAN (disconnect it, e.g. "
+                f"'netlab vm fail {vm.name}')"
+            )
+    op.log(3, "power-on", "replicas powered on, state Normal -> Failover; sources stay on",
+           warnings=result.warnings)
+    networks = list(dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms))
+    daemons_starting = []
+    for key in networks:
+        tunnel = plan.tunnels[key]
+        if state.get("neas", {}).get(key, {}).get("power") != "on":
+            nea.start_tunnel_side(lab, tunnel, "sp")
+            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "sp"))
+    op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up, proxy "
+           "ARP for the production addresses starting")
+    for vm in vms:
+        _set_replica(lab, vm.name, replication="on hold")
+    op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
+    for key in networks:
+        tunnel = plan.tunnels[key]
+        if state.get("neas", {}).get(key, {}).get("power") != "on":
+            nea.start_tunnel_side(lab, tunnel, "tenant")
+            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "tenant"))
+            for wait_ready in daemons_starting:
+                wait_ready()
+            daemons_starting.clear()
+            with lab.dir.update() as now:
+                now.setdefault("neas", {})[key] = {
+                    "power": "on", "backend": nea.backend_for(lab).name}
+        nea.sync_proxies(lab, key)
+    op.log(6, "tenant-nea", "tenant NEA on: WireGuard client through the gateway, proxy ARP "
+           "and gratuitous ARP for " + ", ".join(v.address or "" for v in vms))
+    op.log(7, "delta", "writes on the replicas go to the delta of their restore point")
+    for vm in vms:
+        prover = _neighbour(lab, vm, {v.name for v in vms}) or plan.nodes[f"{vm.tenant}/edge"]
+        replied = _first_reply(prover, vm.address or "")
+        if replied is None:
+            result.warnings.append(f"no reply from {vm.address} seen from {prover.name}")
+            continue
+        result.recovery_seconds = max(result.recovery_seconds or 0.0, replied - started)
+        result.details[vm.name] = {"proved_from": prover.name,
+                                   "recovery_seconds": round(replied - started, 4)}
+    op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
+           f"recovery time {result.recovery_seconds or 0:.3f} s",
+           recovery_seconds=result.recovery_seconds)
+    op.finish()
     return result
 
 
@@ -464,26 +490,11 @@ def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
     if process_start_time(op["pid"]) == op.get("start_time"):
         return None  # still running in another process
     vms = op["vms"]
-    plan = lab.plan()
     if op["command"] == "failover":
-        for name in vms:
-            replica = plan.nodes.get(f"{name}@sp")
-            if replica is not None:
-                power.power_off(lab, replica, force=True)
-            storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
-            _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
-                         replication="active")
-        _after_leaving_sp(lab, [plan.nodes[n] for n in vms], say)
+        _roll_back_failover(lab, vms, say)
         outcome = f"rolled back the interrupted failover of {', '.join(vms)} (step {op['step']})"
     elif op["command"] == "undo":
-        for name in vms:
-            replica = plan.nodes.get(f"{name}@sp")
-            if replica is not None:
-                power.power_off(lab, replica, force=True)
-            storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
-            _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
-                         replication="active")
-        _after_leaving_sp(lab, [plan.nodes[n] for n in vms], say)
+        _roll_back_failover(lab, vms, say)
         outcome = f"finished the interrupted undo of {', '.join(vms)}"
     else:
         outcome = (f"found an interrupted '{op['command']}' of {', '.join(vms)} at step "
@@ -493,6 +504,33 @@ def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
     lab.dir.journal("recovered", message=outcome)
     say(outcome)
     return outcome
+
+
+def _roll_back_failover(lab: Lab, vm_names: list[str], say: Say) -> None:
+    """Replicas off, deltas discarded, Normal; NEA pairs with no replica left at the SP off.
+
+    Also the end state of undo, so an interrupted undo is finished the same way.
+    """
+    plan = lab.plan()
+    for name in vm_names:
+        replica = plan.nodes.get(f"{name}@sp")
+        if replica is not None:
+            power.power_off(lab, replica, force=True)
+        storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
+        _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                     replication="active")
+    state = lab.dir.read()
+    for key in dict.fromkeys(f"{plan.nodes[n].tenant}/{plan.nodes[n].network}" for n in vm_names):
+        tunnel = plan.tunnels.get(key)
+        if tunnel is None:
+            continue
+        # A failover cut short may have started one side before recording the pair as on:
+        # power off from what is recorded, whatever the pair's recorded power says.
+        if nea.replicas_at_sp(plan, state, tunnel):
+            nea.sync_proxies(lab, key)
+        else:
+            nea.nea_down(lab, key)
+            say(f"no replica of {key} runs at the SP: NEA pair powered off")
 
 
 def running_at_sp(state: dict[str, Any]) -> list[str]:

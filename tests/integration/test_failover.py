@@ -383,7 +383,8 @@ def _kill_failover_after(lab: LabRun, step: str) -> int:
     return STEPS.index(step) + 1
 
 
-@pytest.mark.parametrize("step", ["roll-back", "power-on", "tenant-nea"])
+# every step but the last, after which the failover has nothing left to roll back
+@pytest.mark.parametrize("step", STEPS[:-1])
 def test_killed_failover_is_rolled_back_by_the_next_command(normal: LabRun, step: str) -> None:
     lab = normal
     reached = _kill_failover_after(lab, step)
