@@ -220,20 +220,45 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
         n.say(_whose(mac, vm_mac, f"{vm.name}'s own MAC again: the source announced itself "
                      "with gratuitous ARP when it started"))
     finally:
-        # leave the lab as it was found, even after an error or Ctrl-C
-        if failed_over:
-            operations.undo(lab, [vm.name], force=True)
-        if vm_failed:
-            operations.vm_power(lab, vm.name, "start")
-        if brought_up:
-            click.echo()
-            n.say("The demo brought the lab up, so it takes it down again.")
-            n.command("down")
-            lab.down()
-            n.output(f"lab {lab.name} is down")
+        _restore(lab, n, vm_name, failed_over, vm_failed, brought_up)
     click.echo()
     n.say("Try it yourself: 'netlab validate' proves what the demo showed, 'netlab events' "
           "lists every step with its timestamp.")
+
+
+def _restore(lab: Any, n: Narrator, vm_name: str, failed_over: bool, vm_failed: bool,
+             brought_up: bool) -> None:
+    """Leave the lab as it was found, even after an error or Ctrl-C.
+
+    Each repair runs on its own: one that fails is reported and the next still
+    runs, and the error that stopped the demo is the one the user sees.
+    """
+    from netlab.orchestrator import operations
+
+    repairs: list[tuple[str, Callable[[], Any]]] = []
+    # a failover that failed has rolled itself back: undo only a replica still at the SP
+    if failed_over and lab.dir.read().get("replicas", {}).get(vm_name, {}).get("state") \
+            == "Failover":
+        repairs.append((f"undo {vm_name}",
+                        lambda: operations.undo(lab, [vm_name], force=True)))
+    if vm_failed:
+        repairs.append((f"vm start {vm_name}",
+                        lambda: operations.vm_power(lab, vm_name, "start")))
+    if brought_up:
+        repairs.append(("down", lab.down))
+    for what, repair in repairs:
+        if what == "down":
+            click.echo()
+            n.say("The demo brought the lab up, so it takes it down again.")
+            n.command("down")
+        try:
+            repair()
+        except Exception as exc:  # keep repairing; the user gets the original error
+            click.echo(f"netlab demo: could not '{what}' while restoring the lab: {exc}",
+                       err=True)
+        else:
+            if what == "down":
+                n.output(f"lab {lab.name} is down")
 
 
 @click.command()
