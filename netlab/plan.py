@@ -56,6 +56,11 @@ MAX_LINKS = 99_999
 CLOUD_ROUTE_TABLE = 100
 CLOUD_RULE_PRIORITY = 1000
 NFT_TABLE = "netlab"
+# The tunnel's MTU is 1500 so that a full-size frame crosses as over the real
+# appliance's L2 tunnel (netlab.wireguard.TUNNEL_MTU), at the cost of fragmented
+# outer datagrams, which each NAT hop reassembles and splits again. TCP need not
+# pay that: its SYNs are clamped to what fits a 1420-byte inner packet (1420 - 40).
+TUNNEL_TCP_MSS = 1380
 # Packets that a running cloud failover plan lets through the gateway and the SP NEA.
 # nftables runs every base chain of a hook, and a drop in the `netlab` table still
 # drops a packet that another table accepted; so the static tables accept this mark,
@@ -495,6 +500,7 @@ def tenant_nea_ruleset(tunnel: Tunnel) -> str:
                 f'    iifname "{wg}" oifname "{lan}" accept',
             ],
         ),
+        mss_clamp_chain(wg),
     )
 
 
@@ -531,6 +537,19 @@ def sp_nea_ruleset(plan: LabPlan, tunnel: Tunnel) -> str:
                 f'    iifname "{core_if}" udp dport {tunnel.listen_port} accept',
             ],
         ),
+        mss_clamp_chain(wg),
+    )
+
+
+def mss_clamp_chain(wg: str) -> list[str]:
+    """Clamp the MSS of TCP connections set up through the tunnel (see TUNNEL_TCP_MSS)."""
+    return chain(
+        "clamp",
+        "filter",
+        "forward",
+        -150,
+        "accept",
+        [f'    oifname "{wg}" tcp flags syn tcp option maxseg size set {TUNNEL_TCP_MSS}'],
     )
 
 

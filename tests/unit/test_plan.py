@@ -325,3 +325,11 @@ def test_lab_name_pairs_never_prefix_each_other() -> None:
     names = ["a", "a1", "a12", "ab", "b"]
     for x, y in itertools.permutations(names, 2):
         assert not lab_prefix(y).startswith(lab_prefix(x))
+
+
+def test_tcp_through_the_tunnel_is_clamped_to_fit_without_fragments(plan: LabPlan) -> None:
+    tunnel = plan.tunnel_for("acme", "lan")
+    for netns, wg in (("demo-acme.nea-lan", tunnel.tenant_wg),
+                      ("demo-sp.acme.lan.nea", tunnel.sp_wg)):
+        clamp = chains(plan.nft_rulesets[netns])["clamp"]
+        assert f'oifname "{wg}" tcp flags syn tcp option maxseg size set 1380' in clamp
