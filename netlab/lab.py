@@ -423,6 +423,14 @@ class Lab:
             "vms": vms,
             "neas": state.get("neas", {}),
             "processes": processes,
+            "warnings": [
+                f"IP conflict: {vm['name']} is powered on while its replica runs at the SP; "
+                f"two machines answer ARP for {vm['address']} (disconnect the source: "
+                f"'netlab vm fail {vm['name']}')"
+                for vm in vms
+                if vm["power"] == "on"
+                and vm["replica_state"] in ("Failover", "Ready to switch", "Permanent failover")
+            ],
         }
 
     def node_power(self, state: dict[str, Any], node: Node) -> str:

@@ -468,6 +468,16 @@ def vm_power(lab: Lab, vm_name: str, action: str) -> str:
         return outcome
     vm = _vm_node(lab, vm_name)
     with lab.dir.hold(vm.name, f"vm {action}"):
+        current = lab.dir.read().get("nodes", {}).get(vm.name, {}).get("power", "off")
+        if action == "start" and current == "on":
+            return "on (it already was)"
+        conflict = ""
+        if action == "start" and _replica_state(lab.dir.read(), vm.name) in RUNNING_AT_SP:
+            # Veeam's docs: the source must stay off the network while its replica runs
+            # (undo/failback bring it back); warn rather than refuse, as they do.
+            conflict = (f"; warning: its replica runs at the SP, so two machines now answer "
+                        f"ARP for {vm.address} (an IP conflict)")
+            lab.dir.journal("warning", vm=vm.name, message=conflict.removeprefix("; warning: "))
         if action == "start":
             power.start_vm(lab, vm)
         elif action == "stop":
@@ -475,7 +485,8 @@ def vm_power(lab: Lab, vm_name: str, action: str) -> str:
         else:  # fail: the disaster; the VM drops off the LAN at once
             power.power_off(lab, vm, power="failed", force=True)
     lab.dir.journal(f"vm-{action}", vm=vm.name)
-    return "on" if action == "start" else ("failed" if action == "fail" else "off")
+    return ("on" + conflict) if action == "start" else (
+        "failed" if action == "fail" else "off")
 
 
 # ----- crash recovery ----------------------------------------------------------------
