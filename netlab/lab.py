@@ -45,6 +45,9 @@ from netlab.workloads import lease_address, start_dhcp_server, start_http_server
 
 Progress = Callable[[str], None]
 WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
+# Control sockets live here, not in the state directory: a Unix socket path is
+# limited to 108 bytes and NETLAB_STATE_DIR can be as long as a user likes.
+SOCKET_RUN_DIR = Path("/run/netlab")
 
 REPLICA_NORMAL = "Normal"
 LOOPBACK_INDEX = 1  # lo is always the first link of a namespace
@@ -155,6 +158,14 @@ class Lab:
         if self._plan is None:
             self._plan = build_plan(self.name, self.topology())
         return self._plan
+
+    @property
+    def socket_dir(self) -> Path:
+        """Root-only directory of the lab's control sockets (short paths, see SOCKET_RUN_DIR)."""
+        path = SOCKET_RUN_DIR / self.name
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+        return path
 
     def disk_dir(self, vm_node: str) -> Path:
         tenant, vm = vm_node.split("/", 1)
@@ -358,6 +369,10 @@ class Lab:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
             report.sockets.append(str(sock))
+        sockets = SOCKET_RUN_DIR / self.name
+        if sockets.exists():
+            report.sockets += [str(p) for p in sockets.iterdir()]
+            shutil.rmtree(sockets, ignore_errors=True)
         if self.dir.root.exists():
             report.mounts = storage.cleanup_mounts_under(self.dir.root)
         for netns in namespaces:

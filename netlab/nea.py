@@ -23,7 +23,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netlab import wireguard
-from netlab.errors import PreconditionFailed
+from netlab.errors import NetlabError, PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
 from netlab.net import links
 from netlab.net.namespaces import Netlink
@@ -69,7 +69,7 @@ def sp_proxied(tunnel: Tunnel, at_sp: list[str]) -> list[str]:
 
 
 def _socket_path(lab: Lab, node: str) -> str:
-    return str(lab.dir.sub("run", 0o700) / f"proxyarp-{node.replace('/', '.')}.sock")
+    return str(lab.socket_dir / f"proxyarp-{node.replace('/', '.')}.sock")
 
 
 def _keys(lab: Lab, tunnel: Tunnel) -> tuple[wireguard.KeyPair, wireguard.KeyPair]:
@@ -196,7 +196,14 @@ def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> Callable[[], None
     log = lab.dir.sub("logs") / f"proxyarp-{node.name.replace('/', '.')}.log"
     rec = start_process(f"proxyarp:{node.name}", argv, netns=node.netns, log_path=log)
     _record(lab, rec)
-    return lambda: ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
+
+    def wait_ready() -> None:
+        try:
+            ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
+        except NetlabError as exc:
+            raise NetlabError(f"{exc} (log: {log})") from None
+
+    return wait_ready
 
 
 def stop_proxy_daemon(lab: Lab, node_name: str) -> None:
