@@ -453,6 +453,7 @@ def _take_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> Non
             sp = lab_plan.nodes[tunnel.sp_nea]
             links.delete_rule(nl[sp.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
                               CLOUD_RULE_PRIORITY)
+            _delete_host_routes(nl[sp.netns], tunnel.sp_cloud_port)
             links.add_address(nl[sp.netns], tunnel.sp_cloud_port, _gateway_cidr(tunnel))
             # The cloud network is directly connected now. The kernel gives a secondary
             # address (the NEA's own .251 is primary) no prefix route, so add it, with
@@ -508,6 +509,21 @@ def _drop_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan) -> None:
             if address not in still_used:
                 _delete_address(nl[gateway.netns], gateway.ports[0].name,
                                 f"{address}/{prefix}")
+
+
+def _delete_host_routes(ipr: Any, ifname: str) -> None:
+    """The replicas' /32 routes of partial failover: the connected subnet replaces them.
+
+    They are scope link, and the kernel matches the scope when it deletes a route;
+    nea's power-off deletes them without one and leaves them behind. Left in place,
+    the SP NEA would reach those replicas from its .251 instead of the gateway address.
+    """
+    index = links.index_of(ipr, ifname)
+    for route in ipr.get_routes(family=2, table=254):
+        dst = route.get_attr("RTA_DST")
+        if dst and route["dst_len"] == 32 and route.get_attr("RTA_OIF") == index:
+            with contextlib.suppress(Exception):
+                ipr.route("del", dst=f"{dst}/32", oif=index, scope="link")
 
 
 def _delete_address(ipr: Any, ifname: str, cidr: str) -> None:
