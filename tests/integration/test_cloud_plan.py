@@ -195,8 +195,6 @@ def fast_topology(tmp_path: Path) -> Path:
 
 def test_plan_join_retry(lab_env: LabEnv, tmp_path: Path) -> None:
     """plan test, refusals, a VM joining from partial failover, failed starts and retry."""
-    # A short name on purpose: pytest puts it in tmp_path, and the NEAs' proxy-ARP control
-    # sockets under the state directory must stay within the 108 bytes of a Unix socket path.
     lab = lab_env
     lab.netlab("up", str(fast_topology(tmp_path)))
     before = provider_side(lab)
