@@ -12,6 +12,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
 from netlab.errors import LabError
 from netlab.net.namespaces import NETNS_DIR
 
+RT_SCOPE_NOWHERE = 255
+
 
 def index_of(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
@@ -116,7 +118,9 @@ def add_route(
 
 
 def delete_route(ipr: IPRoute, dst: str, table: int | None = None) -> None:
-    kwargs: dict = {"dst": "0.0.0.0/0" if dst == "default" else dst}
+    # scope "nowhere" matches a route of any scope; without it the kernel looks for a
+    # universe-scope route and a scope-link (device) route is never found
+    kwargs: dict = {"dst": "0.0.0.0/0" if dst == "default" else dst, "scope": RT_SCOPE_NOWHERE}
     if table:
         kwargs["table"] = table
     try:
