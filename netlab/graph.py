@@ -124,7 +124,9 @@ def _node_attrs(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> str:
     if node.kind in NEA_KINDS:
         lines.append("tenant NEA" if node.kind is NodeKind.TENANT_NEA else "SP NEA")
     if not on:
-        lines.append("(powered off)")
+        power = node_power(node, state)
+        # "failed" (a simulated disaster) says more than "off"
+        lines.append("(powered off)" if power == "off" else f"({power})")
     attrs = {"label": "\n".join(lines), "fillcolor": fill}
     if on:
         attrs["style"] = "rounded,filled"

@@ -79,7 +79,7 @@ def test_replicas_and_vms_are_coloured_by_replica_state(plan: LabPlan) -> None:
     assert f'fillcolor="{STATE_COLORS["Normal"]}"' in node_statement(dot, "acme/db")
     # the failed source is drawn powered off, its replica's state still readable
     web = node_statement(dot, "acme/web")
-    assert "dashed" in web and "powered off" in web and "Failover" in web
+    assert "dashed" in web and "(failed)" in web and "Failover" in web
 
 
 def test_powered_off_nodes_are_dashed_and_grey(plan: LabPlan) -> None:
