@@ -6,7 +6,7 @@
         assert netlab_lab.curl("acme/db", "http://192.168.10.11/").ok
 
 Each test gets a lab of its own: a unique name ('t' + 6 hex digits), a state
-directory in pytest's temporary directory, the default topology (or the file named by
+directory under the test's tmp_path, the default topology (or the file named by
 ``@pytest.mark.netlab_topology("path/to/lab.yaml")``, relative to the test file),
 brought up before the test and removed after it. Without root the test is
 skipped with the reason.
@@ -51,20 +51,14 @@ def _topology(request: pytest.FixtureRequest) -> Path | None:
 
 
 @pytest.fixture
-def netlab_lab(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Lab]:
+def netlab_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
     """A running netlab lab of this test's own (netlab.api.Lab), removed after the test."""
     if os.geteuid() != 0:
         pytest.skip("netlab_lab needs root: a lab creates network namespaces, links and mounts")
     from netlab.api import Lab
 
-    name = f"t{secrets.token_hex(3)}"
-    # A short directory right under pytest's base temp, not tmp_path: the lab keeps Unix
-    # sockets in its state directory, and a socket path longer than 107 bytes cannot be
-    # bound (tmp_path carries the test's name, up to 30 more characters).
-    state_dir = tmp_path_factory.mktemp(name, numbered=False)
-    lab = Lab(name, topology=_topology(request), state_dir=state_dir)
+    lab = Lab(f"t{secrets.token_hex(3)}", topology=_topology(request),
+              state_dir=tmp_path / "netlab-state")
     try:
         lab.up()
         yield lab
