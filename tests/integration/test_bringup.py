@@ -246,10 +246,13 @@ def test_gateway_ruleset_is_loaded(default_lab: LabEnv) -> None:
     rules = [line for line in lines
              if line and not line.startswith(("table ", "chain ", "type ", "}"))]
     assert rules[0] == "ct state established,related accept"
-    assert len(rules) == 3, rules
-    for rule, key in zip(rules[1:], ("acme/lan", "globex/lan"), strict=True):
+    # the two tunnels, then the accept of packets a running cloud failover plan marks
+    # (nothing carries that mark while no plan runs)
+    assert len(rules) == 4, rules
+    for rule, key in zip(rules[1:3], ("acme/lan", "globex/lan"), strict=True):
         assert "udp dport 1195 ct status dnat accept" in rule, rule
         assert rule.endswith(f'comment "tunnel {key}"'), rule
+    assert rules[3] == 'meta mark 0x6e6c0001 accept comment "cloud failover plan"', rules
 
 
 # ----- status -------------------------------------------------------------------------
