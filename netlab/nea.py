@@ -111,17 +111,23 @@ def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
     tenant_keys, sp_keys = _keys(lab, tunnel)
     state = lab.dir.read()
     at_sp = replicas_at_sp(plan, state, tunnel)
+    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
+    ifname = tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
+    rec = backend.create(node.netns, ifname)
+    if rec is not None:
+        _record(lab, _renamed(rec, f"wireguard:{node.name}"))
     if side == "sp":
-        node = plan.nodes[tunnel.sp_nea]
-        rec = backend.create(node.netns, tunnel.sp_wg)
-        if rec is not None:
-            rec = _renamed(rec, f"wireguard:{node.name}")
-        _record(lab, rec)
         wireguard.configure_server(
-            node.netns, tunnel.sp_wg, sp_keys.private_key_path, tunnel.listen_port,
+            node.netns, ifname, sp_keys.private_key_path, tunnel.listen_port,
             tenant_keys.public_key, ["0.0.0.0/0"],
         )
-        wireguard.set_up(node.netns, tunnel.sp_wg)
+    else:
+        wireguard.configure_client(
+            node.netns, ifname, tenant_keys.private_key_path, sp_keys.public_key,
+            tunnel.endpoint, [tunnel.subnet],
+        )
+    wireguard.set_up(node.netns, ifname)
+    if side == "sp":
         with Netlink() as nl:
             sock = nl[node.netns]
             links.add_route(sock, tunnel.subnet, dev=tunnel.sp_wg)
@@ -130,16 +136,6 @@ def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
             for address in at_sp:
                 links.add_route(sock, f"{address}/32", dev=tunnel.sp_cloud_port)
     else:
-        node = plan.nodes[tunnel.tenant_nea]
-        rec = backend.create(node.netns, tunnel.tenant_wg)
-        if rec is not None:
-            rec = _renamed(rec, f"wireguard:{node.name}")
-        _record(lab, rec)
-        wireguard.configure_client(
-            node.netns, tunnel.tenant_wg, tenant_keys.private_key_path, sp_keys.public_key,
-            tunnel.endpoint, [tunnel.subnet],
-        )
-        wireguard.set_up(node.netns, tunnel.tenant_wg)
         with Netlink() as nl:
             sock = nl[node.netns]
             links.add_route(sock, f"{tunnel.sp_nea_address}/32", dev=tunnel.tenant_wg)

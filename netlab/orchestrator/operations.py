@@ -355,14 +355,21 @@ def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResul
         for vm in vms:
             power.power_off(lab, vm)
         op.log(1, "source-off", "source VMs powered off")
-        for vm in vms:
-            summary = storage.copy_changes_to_source(
-                power.replica_root(lab, vm.name), lab.disk_dir(vm.name))
-            result.details[vm.name] = summary.to_dict()
-            _set_replica(lab, vm.name, state=ReplicaState.READY_TO_SWITCH.value)
+        _copy_back(lab, vms, result, ReplicaState.READY_TO_SWITCH)
         op.log(2, "copy", "replica changes copied to the source disks", copies=result.details)
         op.finish()
     return result
+
+
+def _copy_back(
+    lab: Lab, vms: list[Node], result: OperationResult, then: ReplicaState
+) -> None:
+    """Make each source disk what its replica's disk is now (incremental), then `then`."""
+    for vm in vms:
+        summary = storage.copy_changes_to_source(
+            power.replica_root(lab, vm.name), lab.disk_dir(vm.name))
+        result.details[vm.name] = summary.to_dict()
+        _set_replica(lab, vm.name, state=then.value)
 
 
 def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
@@ -374,11 +381,7 @@ def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
         for vm in vms:
             power.power_off(lab, plan.nodes[f"{vm.name}@sp"])
         op.log(1, "replica-off", "replicas shut down")
-        for vm in vms:
-            summary = storage.copy_changes_to_source(
-                power.replica_root(lab, vm.name), lab.disk_dir(vm.name))
-            result.details[vm.name] = summary.to_dict()
-            _set_replica(lab, vm.name, state=ReplicaState.FAILBACK.value)
+        _copy_back(lab, vms, result, ReplicaState.FAILBACK)
         op.log(2, "copy", "remaining changes copied", copies=result.details)
         _after_leaving_sp(lab, vms, say)
         for vm in vms:
