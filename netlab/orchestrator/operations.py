@@ -250,6 +250,13 @@ def _check_failover(lab: Lab, state: dict[str, Any], vm: Node, restore_point: st
             f"{vm.name} is part of a running cloud failover plan: one failover operation "
             "type at a time"
         )
+    if _tenant_plan_running(state, vm):
+        # The plan made the SP NEA the site's gateway and powered the NEA pair off;
+        # a partial failover would switch the pair back on underneath it.
+        raise PreconditionFailed(
+            f"the cloud failover plan of {vm.tenant} is running: partial failover of its VMs "
+            f"waits for 'netlab plan undo {vm.tenant}' (one failover operation type at a time)"
+        )
     replica_state = _replica_state(state, vm.name)
     if replica_state is None:
         raise PreconditionFailed(f"{vm.name} has no replica")
@@ -260,6 +267,10 @@ def _check_failover(lab: Lab, state: dict[str, Any], vm: Node, restore_point: st
             f"{vm.name} was never replicated: run 'netlab replicate {vm.name}' first"
         )
     return storage.get_restore_point(lab.replica_dir(vm.name), restore_point or "latest").id
+
+
+def _tenant_plan_running(state: dict[str, Any], vm: Node) -> bool:
+    return state.get("plans", {}).get(vm.tenant or "", {}).get("status") == "running"
 
 
 def _in_running_plan(state: dict[str, Any], vm: Node) -> bool:
