@@ -32,8 +32,6 @@ is removed at the end, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import math
@@ -42,10 +40,8 @@ import platform
 import secrets
 import select
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,18 +49,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    from netlab.processes import ProcessRecord, start_process, stop_process
-    from netlab.proxyarp import frames
-    from netlab.proxyarp.client import ProxyArpClient
-    from netlab.run import run
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(REPO))
-    from netlab.processes import ProcessRecord, start_process, stop_process
-    from netlab.proxyarp import frames
-    from netlab.proxyarp.client import ProxyArpClient
-    from netlab.run import run
+from common import (
+    REPO,
+    add_namespace,
+    delete_namespaces,
+    sigint_ignored,
+    sigterm_as_keyboard_interrupt,
+    uname,
+)
+
+from netlab.net.namespaces import inside as inside_netns
+from netlab.processes import ProcessRecord, start_process, stop_process
+from netlab.proxyarp import frames
+from netlab.proxyarp.client import ProxyArpClient
+from netlab.run import run
 
 GOAL_P50_MS = 0.3
 GOAL_P99_MS = 0.5
@@ -72,10 +70,8 @@ REQUESTER_IP = "198.18.0.1"
 RESPONDER_IP = "198.18.0.2"
 TARGET_IP = "198.18.0.50"
 FIRST_SENDER = ipaddress.IPv4Address("198.18.1.0")  # one sender address per request
-CLONE_NEWNET = 0x40000000
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -99,24 +95,6 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-@contextlib.contextmanager
-def inside_netns(name: str) -> Iterator[None]:
-    """Sockets created in the block belong to namespace `name`, and stay there after."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {name}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(own)
-        os.close(target)
-
-
 class Prober:
     """Sends who-has TARGET from distinct sender addresses and times the answers."""
 
@@ -126,7 +104,7 @@ class Prober:
 
         self.expect_mac = frames.mac_from_text(expect_mac)
         self.target = ipaddress.IPv4Address(TARGET_IP).packed
-        with inside_netns(netns):
+        with inside_netns(netns):  # the sockets stay in `netns` after the block
             # Protocol 0: a socket that only sends, so nothing queues up on it.
             self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.tx.bind((iface, 0))
@@ -228,27 +206,14 @@ def mac_of(netns: str) -> str:
     return out.split("link/ether", 1)[1].split()[0]
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def on_term(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def machine_info() -> list[str]:
-    u = os.uname()
     try:
         from scapy import VERSION as scapy_version
     except ImportError:
         scapy_version = "?"
     return [
         f"date:    {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"machine: {u.sysname} {u.nodename} {u.release} {u.version} {u.machine}",
+        f"machine: {uname()}",
         f"nproc:   {len(os.sched_getaffinity(0))} (of {os.cpu_count()})",
         f"python:  {platform.python_version()}, scapy {scapy_version}",
     ]
@@ -288,12 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     daemon: ProcessRecord | None = None
     prober: Prober | None = None
     results: list[Result] = []
-    with sigterm_as_interrupt():
+    with sigterm_as_keyboard_interrupt():
         try:
             for ns in (req, rsp):
-                ip("netns", "add", ns)
                 made.append(ns)
-                ip("link", "set", "lo", "up", netns=ns)
+                add_namespace(ns)
             ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", rsp,
                netns=req)  # fmt: skip
             ip("addr", "add", f"{REQUESTER_IP}/16", "dev", "eth0", netns=req)
@@ -334,17 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: cleaning up", file=sys.stderr)
             return 130
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
-            try:
+            with sigint_ignored():
                 if prober is not None:
                     prober.close()
                 if daemon is not None:
                     stop_process(daemon)
-                for ns in made:
-                    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+                delete_namespaces(made)
                 shutil.rmtree(sock_dir, ignore_errors=True)
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
     report(results, args)
     return 0 if all(r.answered == r.sent and not r.wrong_mac for r in results) else 1
 

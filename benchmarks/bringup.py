@@ -22,45 +22,37 @@ directory) is removed at the end, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
-import re
 import secrets
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    from netlab.plan import LabPlan, build_plan
-    from netlab.topology import load_topology, parse_topology
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(REPO))
-    from netlab.plan import LabPlan, build_plan
-    from netlab.topology import load_topology, parse_topology
+from common import (
+    benchmark_command,
+    delete_namespaces,
+    host_summary,
+    machine_lines,
+    namespaces_with_prefix,
+    netlab_argv,
+    replace_results_section,
+    results_section,
+    sigint_ignored,
+    sigterm_as_keyboard_interrupt,
+)
 
-NETNS_DIR = Path("/run/netns")
+from netlab.plan import LabPlan, build_plan
+from netlab.topology import load_topology, parse_topology
+
 LOAD_AT_START = os.getloadavg()
 DEFAULT_UP_GOAL_S = 1.0
 BIG_UP_GOAL_RATIO = 2.0
-
-
-def netlab_argv() -> list[str]:
-    beside = Path(sys.executable).with_name("netlab")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("netlab")
-    return [found] if found else [sys.executable, "-m", "netlab.cli"]
 
 
 def generated_topology(tenants: int = 10, vms_per_tenant: int = 10) -> str:
@@ -127,32 +119,6 @@ class Janitor:
             delete_namespaces(namespaces_with_prefix(prefix))
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return problems
-
-
-def namespaces_with_prefix(prefix: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
-    except FileNotFoundError:
-        return []
-
-
-def delete_namespaces(names: list[str]) -> None:
-    if names:
-        script = "".join(f"netns del {n}\n" for n in names)
-        subprocess.run(["ip", "-force", "-batch", "-"], input=script, text=True,
-                       capture_output=True, check=False)
-
-
-@contextlib.contextmanager
-def interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ----- netlab -----------------------------------------------------------------
@@ -269,15 +235,9 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def machine() -> str:
-    return f"{platform.node()} {platform.system()} {platform.release()} {platform.machine()}"
-
-
 def render(args: argparse.Namespace, results: dict, sizes: dict[str, dict[str, int]]) -> str:
     out = [
-        f"date:     {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
-        f"uname:    {' '.join(os.uname())}",
-        f"nproc:    {os.cpu_count()}",
+        *machine_lines(),
         f"load:     {' '.join(f'{x:.2f}' for x in LOAD_AT_START)} (1/5/15 min, at start)",
         f"command:  {shlex.join([Path(sys.executable).name, *sys.argv])}",
         f"netlab:   {shlex.join(netlab_argv())}",
@@ -318,26 +278,18 @@ def render(args: argparse.Namespace, results: dict, sizes: dict[str, dict[str, i
     return "\n".join(out) + "\n"
 
 
-def write_results(path: Path, report: str, args: argparse.Namespace) -> None:
+def write_results(path: Path, report: str) -> None:
     """Replace (or add) the '## Bring-up' section of the results file, keep the others."""
-    command = shlex.join([".venv/bin/python", "benchmarks/bringup.py", *sys.argv[1:]])
-    section = (
-        "## Bring-up\n\n"
-        f"Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}  \n"
-        f"Machine: {machine()}, {os.cpu_count()} CPUs, load {LOAD_AT_START[0]:.2f} at start  \n"
-        f"Command: `{command}` (as root)\n\n"
-        "`netlab up` / `netlab down` of the default lab and of a generated lab of 100 VMs\n"
+    section = results_section(
+        "Bring-up",
+        machine=f"{host_summary()}, {os.cpu_count()} CPUs, load {LOAD_AT_START[0]:.2f} at start",
+        command=benchmark_command("bringup.py"),
+        about="`netlab up` / `netlab down` of the default lab and of a generated lab of 100 VMs\n"
         "(10 tenants x 10 static VMs), against iproute2 batches creating and deleting the\n"
-        "same namespaces, bridges, veths, addresses and routes.\n\n"
-        f"```\n{report}```\n"
+        "same namespaces, bridges, veths, addresses and routes.",
+        report=report,
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Bring-up\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_results_section(path, "Bring-up", section)
 
 
 def main() -> int:
@@ -371,7 +323,7 @@ def main() -> int:
         "100 VMs": {"netlab": [], "baseline": []},
     }
     try:
-        with interrupts_as_keyboard_interrupt():
+        with sigterm_as_keyboard_interrupt():
             for run in range(args.runs):
                 for label, path, text in (("default", None, default_text),
                                           ("100 VMs", topo_file, big_text)):
@@ -382,15 +334,14 @@ def main() -> int:
         print("bringup.py: interrupted; removing what it created", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the sweep
-        problems = janitor.sweep()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with sigint_ignored():
+            problems = janitor.sweep()
         for problem in problems:
             print(f"bringup.py: {problem}", file=sys.stderr)
     report = render(args, results, sizes)
     print(report, end="")
     if args.results:
-        write_results(args.results, report, args)
+        write_results(args.results, report)
     return 0
 
 

@@ -20,21 +20,24 @@ The lab and its state directory are removed at the end, also on Ctrl-C or SIGTER
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from common import (
+    host_summary,
+    machine_lines,
+    replace_results_section,
+    results_section,
+    sigterm_as_keyboard_interrupt,
+)
 
 GOAL_SECONDS = 0.5
 
@@ -92,9 +95,7 @@ def measure(bench: Bench, runs: int) -> str:
         rows.append((label, bench.failover(vms), bench.undo(vms)))
     p50 = statistics.median(recovery)
     lines = [
-        f"date:     {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
-        f"uname:    {' '.join(platform.uname())}",
-        f"nproc:    {os.cpu_count()}",
+        *machine_lines(),
         f"command:  python {' '.join(sys.argv)}",
         f"runs:     {runs} x (failover + undo) of acme/web, its source VM failed",
         "",
@@ -114,26 +115,16 @@ def measure(bench: Bench, runs: int) -> str:
 
 def write_results(path: Path, report: str, args: argparse.Namespace) -> None:
     """Replace (or add) the '## Failover' section of the results file, keep the others."""
-    now = dt.datetime.now(dt.UTC)
-    uname = platform.uname()
-    section = (
-        "## Failover\n\n"
-        f"Date: {now:%Y-%m-%d %H:%M} UTC  \n"
-        f"Machine: {uname.node} {uname.system} {uname.release} {uname.machine}, "
-        f"{os.cpu_count()} CPUs  \n"
-        f"Command: `.venv/bin/python benchmarks/failover.py --runs {args.runs} "
-        f"--results {args.results}` (as root)\n\n"
-        "Recovery time is the CLI's `recovery_seconds` (command start to the first ping "
-        "reply from the tenant side, NEA pair power-on included).\n\n"
-        f"```\n{report}\n```\n\n"
+    section = results_section(
+        "Failover",
+        machine=f"{host_summary()}, {os.cpu_count()} CPUs",
+        command=f".venv/bin/python benchmarks/failover.py --runs {args.runs} "
+        f"--results {args.results}",
+        about="Recovery time is the CLI's `recovery_seconds` (command start to the first ping "
+        "reply from the tenant side, NEA pair power-on included).",
+        report=report,
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(r"^## Failover\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
+    replace_results_section(path, "Failover", section)
 
 
 def main() -> int:
@@ -146,18 +137,14 @@ def main() -> int:
         print("benchmarks/failover.py needs root", file=sys.stderr)
         return 1
     bench = Bench()
-
-    def terminate(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        report = measure(bench, args.runs)
-    except KeyboardInterrupt:
-        print("interrupted; removing the lab", file=sys.stderr)
-        return 130
-    finally:
-        bench.remove()
+    with sigterm_as_keyboard_interrupt():
+        try:
+            report = measure(bench, args.runs)
+        except KeyboardInterrupt:
+            print("interrupted; removing the lab", file=sys.stderr)
+            return 130
+        finally:
+            bench.remove()
     print(report)
     if args.results:
         write_results(args.results, report, args)

@@ -31,30 +31,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import re
 import secrets
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without the package installed
-    sys.path.insert(0, str(REPO))
+from common import (
+    RESULTS_FILE,
+    add_namespace,
+    benchmark_command,
+    delete_namespaces,
+    namespaces_with_prefix,
+    netlab_argv,
+    replace_results_section,
+    results_section,
+    sigint_ignored,
+    sigterm_as_keyboard_interrupt,
+    utc_now,
+)
 
-from netlab import wireguard  # noqa: E402
-from netlab.processes import ProcessRecord, start_process, stop_process  # noqa: E402
-from netlab.run import in_netns  # noqa: E402
+from netlab import wireguard
+from netlab.processes import ProcessRecord, start_process, stop_process
+from netlab.run import in_netns
 
 GOAL_RATIO = 0.90
 GOAL_FIRST_REPLY_S = 0.300
@@ -66,15 +73,6 @@ TENANT_GW = "192.168.10.1"
 BARE_SERVER, BARE_CLIENT = "10.200.0.1", "10.200.0.2"  # the veth
 BARE_TUNNEL_SERVER, BARE_TUNNEL_CLIENT = "10.201.0.1", "10.201.0.2"
 BARE_LISTEN_PORT = 51820
-NETNS_DIR = Path("/run/netns")
-
-
-def netlab_argv() -> list[str]:
-    beside = Path(sys.executable).with_name("netlab")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("netlab")
-    return [found] if found else [sys.executable, "-m", "netlab.cli"]
 
 
 def sh(argv: list[str], netns: str | None = None, timeout: float = 30,
@@ -116,8 +114,7 @@ class Janitor:
                 backend.destroy(netns, ifname, rec)
             except Exception as exc:
                 problems.append(f"wireguard {ifname}: {exc}")
-        for netns in self.namespaces:
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+        delete_namespaces(self.namespaces)
         if self.lab:
             from netlab.lab import Lab
 
@@ -125,23 +122,11 @@ class Janitor:
                 Lab(self.lab).cleanup()
             except Exception as exc:
                 problems.append(f"cleanup of lab {self.lab}: {exc}")
-            left = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"{self.lab}-"))
+            left = namespaces_with_prefix(f"{self.lab}-")
             if left:
                 problems.append(f"lab {self.lab} left {len(left)} namespaces")
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return problems
-
-
-@contextlib.contextmanager
-def interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ----- iperf3 ----------------------------------------------------------------------------
@@ -233,8 +218,7 @@ def make_bare_pair(janitor: Janitor, backend_name: str, progress) -> Bare:
     pair = Bare(f"{prefix}-a", f"{prefix}-b")
     for ns in (pair.server_ns, pair.client_ns):
         janitor.namespaces.append(ns)
-        sh(["ip", "netns", "add", ns])
-        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        add_namespace(ns)
     sh(["ip", "-n", pair.server_ns, "link", "add", "veth-a", "type", "veth", "peer", "name",
         "veth-b", "netns", pair.client_ns])
     for ns, ifname, address in ((pair.server_ns, "veth-a", BARE_SERVER),
@@ -344,11 +328,11 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         ("plain veth", "veth"),
     ]
     out = [
-        f"date:     {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"date:     {utc_now()}",
         f"machine:  kernel {os.uname().release}, nproc {os.cpu_count()}",
         f"load:     {load_at_start} at start, {loadavg()} at end (1/5/15 min; other work "
         "on the machine lowers throughput)",
-        f"command:  {shlex.join(['.venv/bin/python', 'benchmarks/tunnel.py', *sys.argv[1:]])}",
+        f"command:  {benchmark_command('tunnel.py')}",
         f"backend:  {lab_backend} WireGuard (the lab's and the bare pair's)",
         "",
         f"TCP throughput, iperf3 -t {IPERF_SECONDS} -J, median of {args.runs}",
@@ -402,25 +386,17 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
 
 def write_results(path: Path, report: str) -> None:
     """Replace (or add) the '## Tunnel' section of the results file, keep the others."""
-    command = shlex.join([".venv/bin/python", "benchmarks/tunnel.py", *sys.argv[1:]])
-    section = (
-        "## Tunnel\n\n"
-        f"Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}  \n"
-        f"Machine: kernel {os.uname().release}, {os.cpu_count()} CPUs (nproc)  \n"
-        f"Command: `{command}` (as root)\n\n"
-        "iperf3 TCP through the lab's NEA tunnel (acme/db to the replica of acme/web),\n"
+    section = results_section(
+        "Tunnel",
+        machine=f"kernel {os.uname().release}, {os.cpu_count()} CPUs (nproc)",
+        command=benchmark_command("tunnel.py"),
+        about="iperf3 TCP through the lab's NEA tunnel (acme/db to the replica of acme/web),\n"
         "through a bare WireGuard pair of the same backend and MTU between two namespaces,\n"
         "and through a plain veth; then the time from powering the NEA pair on to the\n"
-        "first ping reply across it.\n\n"
-        f"```\n{report}```\n"
+        "first ping reply across it.",
+        report=report,
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Tunnel\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_results_section(path, "Tunnel", section)
 
 
 def main() -> int:
@@ -428,7 +404,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
     parser.add_argument("--bringup-runs", type=int, default=5,
                         help="nea up -> first reply runs, each way (median)")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"),
+    parser.add_argument("--results", default=str(RESULTS_FILE),
                         help="file whose '## Tunnel' section gets the report ('' to skip)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -454,7 +430,7 @@ def main() -> int:
     tput: dict[str, list[dict]] = {"tunnel": [], "bare": [], "veth": []}
     load_at_start = loadavg()
     try:
-        with interrupts_as_keyboard_interrupt():
+        with sigterm_as_keyboard_interrupt():
             lab, backend = make_lab(janitor, progress)
             pair = make_bare_pair(janitor, backend, progress)
             plan = lab.plan()
@@ -473,9 +449,8 @@ def main() -> int:
         print("tunnel.py: interrupted; removing what it created", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the sweep
-        problems = janitor.sweep()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with sigint_ignored():
+            problems = janitor.sweep()
         for problem in problems:
             print(f"tunnel.py: {problem}", file=sys.stderr)
     report = render(args, backend, tput, bringup, load_at_start)

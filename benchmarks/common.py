@@ -1,0 +1,211 @@
+"""What the benchmarks in this folder share.
+
+Every benchmark here runs as a script (``.venv/bin/python benchmarks/NAME.py``), so
+this folder is first on ``sys.path`` and this module is imported as ``common``.
+Importing it also makes ``netlab`` importable from a checkout where the package is
+not installed, so a benchmark imports ``common`` before anything from ``netlab``.
+
+It holds the parts whose behaviour must not drift between benchmarks: which
+``netlab`` command is measured, how a run turns SIGTERM and a second Ctrl-C into an
+orderly cleanup, how scratch namespaces are made and removed, how the machine is
+described, and how a report lands in its own section of RESULTS.md without
+touching the other benchmarks' sections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "benchmarks" / "RESULTS.md"
+
+try:
+    import netlab  # noqa: F401
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, str(REPO))
+
+
+# ----- the netlab command ------------------------------------------------------------
+
+
+def netlab_argv() -> list[str]:
+    """The argv prefix that runs the ``netlab`` CLI.
+
+    The script beside this interpreter first (the venv's own install, what a user
+    runs), then one on PATH, and only then ``python -m netlab.cli``, so that wall
+    times include the same Python start a user pays.
+    """
+    beside = Path(sys.executable).with_name("netlab")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("netlab")
+    return [found] if found else [sys.executable, "-m", "netlab.cli"]
+
+
+def benchmark_command(script: str) -> str:
+    """How this run was started, as a user would type it from the repository root.
+
+    Reports show it so a number can be reproduced; the interpreter is written as
+    ``.venv/bin/python`` whatever path was used, to keep RESULTS.md stable.
+    """
+    return shlex.join([".venv/bin/python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
+# ----- interrupts: the cleanup must always run -----------------------------------------
+
+
+@contextlib.contextmanager
+def sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt like Ctrl-C does.
+
+    By default SIGTERM ends Python without unwinding, so ``finally`` blocks never
+    run and a killed benchmark would leave namespaces and daemons behind.
+    """
+
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Within the block, Ctrl-C is ignored: wrap the cleanup in it.
+
+    Someone who pressed Ctrl-C once tends to press it again while the cleanup
+    runs; that second press must not stop the cleanup half-way.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----- scratch namespaces ----------------------------------------------------------------
+
+NETNS_DIR = Path("/run/netns")
+
+
+def namespaces_with_prefix(prefix: str) -> list[str]:
+    """Named namespaces whose name starts with `prefix`, sorted.
+
+    Every benchmark names what it creates with a random prefix, so this finds all
+    of a run's namespaces, also those a failed command left behind.
+    """
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def add_namespace(name: str) -> None:
+    """Create network namespace `name` with its loopback up (raises RuntimeError).
+
+    Plain iproute2 rather than netlab, so the scaffolding around a measurement does
+    not depend on the code being measured.
+    """
+    for argv in (["ip", "netns", "add", name], ["ip", "-n", name, "link", "set", "lo", "up"]):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed: "
+                               f"{(done.stderr or done.stdout).strip()}")
+
+
+def delete_namespaces(names: Iterable[str]) -> None:
+    """Delete the namespaces, ignoring those already gone; never raises.
+
+    For cleanup: one ``ip -force -batch`` goes on past names that do not exist (or
+    were never made), and is one process however many namespaces there are.
+    """
+    script = "".join(f"netns del {n}\n" for n in names)
+    if script:
+        subprocess.run(["ip", "-force", "-batch", "-"], input=script, text=True,
+                       capture_output=True, check=False)
+
+
+# ----- describing the machine -------------------------------------------------------------
+
+
+def utc_now(seconds: bool = True) -> str:
+    """The time now in UTC, as ``2026-01-31 12:34:56 UTC`` (without seconds: ``12:34``)."""
+    return dt.datetime.now(dt.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC"
+    )
+
+
+def uname() -> str:
+    """All of uname(2): system, host, kernel release and build, architecture."""
+    return " ".join(os.uname())
+
+
+def host_summary() -> str:
+    """Host, system, kernel release and architecture: enough to tell machines apart."""
+    u = platform.uname()
+    return f"{u.node} {u.system} {u.release} {u.machine}"
+
+
+def machine_lines() -> list[str]:
+    """The ``date:``, ``uname:`` and ``nproc:`` lines that open a report.
+
+    Numbers of two runs only compare on the same machine at a comparable moment;
+    these lines say which machine and when.
+    """
+    return [
+        f"date:     {utc_now()}",
+        f"uname:    {uname()}",
+        f"nproc:    {os.cpu_count()}",
+    ]
+
+
+# ----- RESULTS.md ----------------------------------------------------------------------------
+
+
+def results_section(heading: str, machine: str, command: str, about: str, report: str) -> str:
+    """The text of one ``## heading`` section of RESULTS.md, in the layout all share.
+
+    `machine` describes the machine in one line, `command` is how the run was
+    started, `about` says in a paragraph what was measured, and `report` is the
+    benchmark's printed report, kept verbatim in a code block.
+    """
+    if not report.endswith("\n"):
+        report += "\n"
+    return (
+        f"## {heading}\n\n"
+        f"Date: {utc_now(seconds=False)}  \n"
+        f"Machine: {machine}  \n"
+        f"Command: `{command}` (as root)\n\n"
+        f"{about}\n\n"
+        f"```\n{report}```\n"
+    )
+
+
+def replace_results_section(path: Path, heading: str, section: str) -> None:
+    """Put `section` in place of the ``## heading`` section of `path`, keeping the rest.
+
+    Each benchmark owns one section and runs at its own time; rewriting only that
+    section keeps the others' committed numbers. A missing section is appended, a
+    missing file is created.
+    """
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
