@@ -28,7 +28,10 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NetlabError as exc:
-            click.echo(f"netlab: {exc}", err=True)
+            # one line whatever the message carries (a user's name with a newline...)
+            from netlab.topology.loader import printable
+
+            click.echo(f"netlab: {printable(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("netlab: interrupted", err=True)
@@ -350,10 +353,11 @@ def replicate(vms: tuple[str, ...], lab_name: str | None, as_json: bool) -> None
 def restore_points(vm: str, lab_name: str | None, as_json: bool) -> None:
     """Restore points of a VM's replica (id, time, size)."""
     from netlab import storage
+    from netlab.orchestrator.operations import replicated_vm
 
     lab = _lab(lab_name)
     lab.require_up()
-    lab.plan().node(vm)
+    replicated_vm(lab, vm)
     points = storage.list_restore_points(lab.replica_dir(vm))
     if as_json:
         _print_json([p.to_dict() for p in points])

@@ -80,6 +80,17 @@ def _vm_node(lab: Lab, name: str) -> Node:
     return node
 
 
+def replicated_vm(lab: Lab, name: str) -> Node:
+    """The VM `name`, refused unless it is a tenant VM with a replica."""
+    vm = _vm_node(lab, name)
+    if lab.plan().replica_of(vm.name) is None:
+        raise PreconditionFailed(
+            f"{vm.name} has no replica (DHCP VMs are not replicated: partial failover "
+            "supports static IPs only)"
+        )
+    return vm
+
+
 def _replica_state(state: dict[str, Any], vm: str) -> ReplicaState | None:
     data = state.get("replicas", {}).get(vm)
     return ReplicaState(data["state"]) if data else None

@@ -12,6 +12,12 @@ from netlab.errors import TopologyError
 from netlab.topology.model import Topology, check_topology
 
 DEFAULT_TOPOLOGY = "default.yaml"
+# A 100-VM lab is ~10 KB of YAML; anything near these bounds is a mistake or an attack
+# (a file of any size would be copied into the state dir and re-read by every command).
+MAX_TOPOLOGY_BYTES = 1024 * 1024
+# Nodes of the YAML graph once aliases are expanded: bounds "billion laughs" files,
+# whose few hundred bytes expand to billions of nodes.
+MAX_YAML_NODES = 200_000
 
 
 def default_topology_text() -> str:
@@ -25,6 +31,10 @@ def load_topology(path: str | Path | None = None) -> Topology:
         return parse_topology(default_topology_text(), source="the default topology")
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_TOPOLOGY_BYTES:
+            raise TopologyError(
+                f"{path}: larger than {MAX_TOPOLOGY_BYTES // 1024} KiB; not a topology file?"
+            )
         text = path.read_text()
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such topology file") from None
@@ -33,32 +43,60 @@ def load_topology(path: str | Path | None = None) -> Topology:
     return parse_topology(text, source=str(path))
 
 
-def _duplicate_key(node: yaml.Node, path: tuple[str, ...] = ()) -> str | None:
-    """Where a mapping repeats a key (PyYAML would silently keep the last one)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            where = ".".join((*path, key))
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                return f"line {line}: {where}: the key {key!r} is given twice"
-            seen.add(key)
-            found = _duplicate_key(value_node, (*path, key))
-            if found:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            found = _duplicate_key(item, (*path, str(index)))
-            if found:
-                return found
+def _check_yaml_graph(root: yaml.Node | None) -> str | None:
+    """A key given twice in one mapping (PyYAML silently keeps the last), or a graph too big.
+
+    Each node is visited once, however many aliases point at it, and the expanded
+    size is counted from memoized sizes, so an alias bomb costs nothing to refuse.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a recursive alias counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        sizes[id(node)] = min(total, MAX_YAML_NODES + 1)
+        return sizes[id(node)]
+
+    if root is None:
+        return None
+    if size(root) > MAX_YAML_NODES:
+        return f"expands to more than {MAX_YAML_NODES} YAML nodes (aliases?); refused"
+    visited: set[int] = set()
+    pending: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    while pending:
+        node, path = pending.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    where = ".".join((*path, key))
+                    line = key_node.start_mark.line + 1
+                    return f"line {line}: {where}: the key {key!r} is given twice"
+                seen.add(key)
+                pending.append((value_node, (*path, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            pending += [(item, (*path, str(i))) for i, item in enumerate(node.value)]
     return None
 
 
 def parse_topology(text: str, source: str = "topology") -> Topology:
+    if len(text) > MAX_TOPOLOGY_BYTES:
+        raise TopologyError(f"{source}: larger than {MAX_TOPOLOGY_BYTES // 1024} KiB")
     try:
-        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        duplicate = _check_yaml_graph(yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise TopologyError(f"{source}: nested too deeply to be a topology") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -78,11 +116,16 @@ def parse_topology(text: str, source: str = "topology") -> Topology:
         raise TopologyError(f"{source}: {exc}") from None
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped: an error message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """The first pydantic error as 'field.path: reason', plus how many more there are."""
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = [str(part) for part in first["loc"]]
+    loc = [printable(str(part)) for part in first["loc"]]
     is_key = loc[-1:] == ["[key]"]
     path = ".".join(loc[:-1] if is_key else loc) or "(top level)"
     message = first["msg"]

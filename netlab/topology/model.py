@@ -127,20 +127,20 @@ class ValidateTest(_Strict):
     """A named check of the `validate:` section, run by `netlab validate`."""
 
     name: str = Field(min_length=1, max_length=80)
-    description: str = ""
-    nodes: list[str] = Field(min_length=1)
-    command: str | list[str]
+    description: str = Field("", max_length=1000)
+    nodes: list[str] = Field(min_length=1, max_length=1000)
+    command: str | Annotated[list[str], Field(max_length=100)] = Field(max_length=4096)
     expect: Expectation = Field(default_factory=Expectation)
     retry: StrictInt = Field(0, ge=0, le=100)
     wait: Seconds = 1
-    pass_message: str = ""
-    fail_message: str = ""
+    pass_message: str = Field("", max_length=1000)
+    fail_message: str = Field("", max_length=1000)
 
 
 class Topology(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    name: str = "lab"
+    name: str = Field("lab", max_length=200)
     internet: Internet
     provider: Provider
     tenants: dict[Name, Tenant] = Field(min_length=1)

@@ -32,7 +32,7 @@ PWNED = Path("/tmp/netlab-pwned")
 
 
 # Files refused with more than one line; each has its own xfail test below.
-KNOWN_BUGS = {"name-newline.yaml", "billion-laughs.yaml"}
+KNOWN_BUGS: set[str] = set()  # files refused badly, each with a test of its own
 BIG_VMS = 10_000  # 100 000 took 32 s to refuse here (fine, but not in this suite's budget)
 
 
@@ -96,31 +96,20 @@ def test_every_bad_topology_is_refused_with_one_line_and_creates_nothing(
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/topology/loader.py:87 "
-                   "describe_validation_error puts the raw key in the message: a name with a "
-                   "newline makes the one-line error two lines")
 def test_name_with_a_newline_is_one_line(tmp_path: Path) -> None:
     assert refused(CORPUS / "name-newline.yaml", tmp_path / "state") is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/topology/loader.py:36 _duplicate_key walks "
-                   "the composed YAML graph through aliases: a 600-byte 'billion laughs' file "
-                   "keeps `netlab up` at 100% CPU for minutes (killed here after 10 s)")
 def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
     assert refused(CORPUS / "billion-laughs.yaml", tmp_path / "state", timeout=10) is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/cli.py:336 restore-points accepts any node: "
-                   "'restore-points acme/edge' prints 'has no restore points' and exits 0 where "
-                   "'replicate acme/edge' says it is not a tenant VM")
 def test_restore_points_of_a_non_vm_is_refused(idle_lab: LabEnv) -> None:
     done = idle_lab.netlab("restore-points", "acme/edge", "--lab", idle_lab.name, check=False)
     assert done.returncode != 0
     assert one_line(done.stderr).startswith("netlab:")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/topology/loader.py:60 only yaml.YAMLError "
-                   "is caught: 10 000 nested brackets raise RecursionError and print a traceback")
 def test_deeply_nested_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "deeply-nested.yaml"
     path.write_text(default_topology_text().replace(
@@ -128,9 +117,6 @@ def test_deeply_nested_yaml_is_one_line(tmp_path: Path) -> None:
     assert refused(path, tmp_path / "state") is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/topology/loader.py:29 reads a topology of "
-                   "any size and the model bounds no string: a valid file with a 10 MB 'name' "
-                   "comes up (~5 s), is copied into the state dir and re-parsed by every command")
 def test_ten_megabyte_topology_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ten-megabytes.yaml"
     path.write_text(default_topology_text().replace(
@@ -241,10 +227,6 @@ def test_every_command_on_a_lab_that_is_not_up(tmp_path: Path) -> None:
 # ----- the environment is input too ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/nea.py:70 the proxy-ARP control socket "
-                   "lives under the state dir; a state dir path over ~60 bytes passes the "
-                   "108-byte AF_UNIX limit and failover dies at step 4 ('its stderr says why', "
-                   "without saying where)")
 def test_failover_with_a_long_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     long_dir = tmp_path_factory.mktemp("l") / ("d" * 60) / "state"
     lab = LabEnv(new_lab_name(), long_dir)
