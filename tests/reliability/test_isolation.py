@@ -1,0 +1,216 @@
+"""Isolation of overlapping tenants, of the SP core and of the gateway; secrets stay secret.
+
+One lab with BOTH acme/web and globex/web failed over (two replicas at 192.168.10.11,
+each in its own cloud network, each behind its own tunnel). A throwaway probe
+namespace `<lab>-probe` is attached to the internet segment's bridge for the scan
+and removed at the end (the lab's cleanup would remove it too: it has the prefix).
+
+tests/integration/test_bringup.py already proves that production VMs reach neither
+the SP core nor the other tenant, and that a dozen chosen ports are not forwarded by
+the gateway; this file adds the replicas, a listener on the gateway itself, a full
+scan (TCP and UDP 1-2000 and 6170-6190) and the secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import LabEnv
+from reliability_helpers import WG_DIR, in_netns, module_lab, python_in, run_in
+
+pytestmark = pytest.mark.root
+
+GATEWAY = "198.51.100.10"
+PROBE_ADDRESS = "198.51.100.200"
+SCAN_PORTS = [*range(1, 2001), *range(6170, 6191)]
+TUNNEL_PORTS = {6180: "10.99.0.11", 6181: "10.99.0.12"}
+NEA_LISTEN_PORT = 1195
+
+LISTENER = r"""
+import socket, sys, time
+socks = []
+for port in (22, 80):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen()
+    socks.append(s)
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+SCAN = r"""
+import json, sys
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.sendrecv import sr
+gateway, ports = sys.argv[1], json.loads(sys.argv[2])
+probes = [IP(dst=gateway) / TCP(sport=47001, dport=p, flags="S") for p in ports]
+probes += [IP(dst=gateway) / UDP(sport=47002, dport=p) / b"probe" for p in ports]
+answered, _ = sr(probes, timeout=2, verbose=0)
+open_tcp = sorted(r[TCP].sport for _, r in answered
+                  if r.haslayer(TCP) and (int(r[TCP].flags) & 0x12) == 0x12)
+print(json.dumps({"sent": len(probes), "answered": len(answered), "syn_ack": open_tcp}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
+    with module_lab(tmp_path_factory) as lab:
+        lab.netlab("failover", "acme/web", "globex/web")
+        lab.netlab("vm", "fail", "acme/web")
+        lab.netlab("vm", "fail", "globex/web")
+        yield lab
+
+
+def reaches(lab: LabEnv, node: str, address: str) -> bool:
+    return lab.lab_exec(node, "ping", "-n", "-c", "1", "-W", "1", address).returncode == 0
+
+
+def page(lab: LabEnv, node: str, address: str = "192.168.10.11") -> str:
+    return lab.lab_exec(node, "curl", "-sS", "-m", "5", f"http://{address}/").stdout
+
+
+def test_tenants_and_replicas_reach_neither_each_other_nor_the_sp_core(lab: LabEnv) -> None:
+    # the same address, two tenants, two replicas: each tenant gets its own
+    assert "<h1>acme/web</h1>" in page(lab, "acme/db")
+    assert "<h1>globex/web</h1>" in page(lab, "globex/erp")
+    must_fail = [
+        (node, address)
+        for node in ("acme/db", "acme/app", "acme/web@sp")
+        for address in ("192.168.10.20", "10.99.0.1", "10.99.0.11", "10.99.0.12")
+    ] + [("globex/web@sp", "192.168.10.12"), ("globex/web@sp", "192.168.10.13"),
+         ("globex/erp", "192.168.10.13"), ("globex/web@sp", "10.99.0.1")]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda c: reaches(lab, *c), must_fail))
+    leaks = [c for c, ok in zip(must_fail, results, strict=True) if ok]
+    assert not leaks, f"reachable across the isolation: {leaks}"
+    # and the replicas do reach their own production side (the test would be vacuous if not)
+    assert reaches(lab, "acme/web@sp", "192.168.10.12")
+    assert reaches(lab, "globex/web@sp", "192.168.10.20")
+
+
+class Capture:
+    """tcpdump in a namespace, started before the probes and read after them."""
+
+    LINE = re.compile(r"IP (?P<src>[\d.]+)\.(?P<sport>\d+) > (?P<dst>[\d.]+)\.(?P<dport>\d+): "
+                      r"(?P<proto>\w+)")
+
+    def __init__(self, netns: str, bpf: str) -> None:
+        self.proc = subprocess.Popen(
+            in_netns(netns, "tcpdump", "-i", "any", "-n", "-l", "--immediate-mode", bpf),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        fd, seen, deadline = self.proc.stderr.fileno(), b"", time.monotonic() + 10
+        while b"listening on" not in seen:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 4096)
+            assert self.proc.poll() is None and time.monotonic() < deadline, seen
+
+    def stop(self) -> list[dict[str, str]]:
+        time.sleep(0.3)
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        return [m.groupdict() for m in map(self.LINE.search, out.decode().splitlines()) if m]
+
+
+@pytest.fixture
+def probe(lab: LabEnv) -> Iterator[str]:
+    """A namespace on the internet segment (veth into <lab>-inet's bridge), removed after."""
+    ns, inet = lab.netns("probe"), lab.netns("inet")
+    bridge = re.findall(r"\d+: (\S+?):", run_in(inet, "ip", "-o", "link", "show", "type",
+                                                "bridge", check=True).stdout)[0]
+    inner, outer = f"{lab.name}-q0", f"{lab.name}-q1"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        run_in(ns, "ip", "link", "add", inner, "type", "veth", "peer", "name", outer, "netns",
+               inet, check=True)
+        run_in(inet, "ip", "link", "set", outer, "master", bridge, "up", check=True)
+        run_in(ns, "ip", "addr", "add", f"{PROBE_ADDRESS}/24", "dev", inner, check=True)
+        run_in(ns, "ip", "link", "set", inner, "up", check=True)
+        run_in(ns, "ip", "link", "set", "lo", "up", check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)  # takes the veth pair along
+
+
+def test_gateway_forwards_only_the_tunnel_ports_and_hides_its_management(
+    lab: LabEnv, probe: str
+) -> None:
+    listener = subprocess.Popen(in_netns(lab.netns("sp.cgw"), "python3", "-c", LISTENER),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "listening"
+        # from the edges: the gateway's own services are not reachable
+        for edge in ("acme/edge", "globex/edge"):
+            for port in (22, 80):
+                done = lab.lab_exec(edge, "curl", "-s", "--connect-timeout", "1",
+                                    f"http://{GATEWAY}:{port}/")
+                assert done.returncode == 28, f"{edge} -> {GATEWAY}:{port}: {done.returncode}"
+        capture = Capture(lab.netns("sp.core"), f"ip and src host {PROBE_ADDRESS}")
+        try:
+            result = json.loads(python_in(probe, SCAN, GATEWAY, json.dumps(SCAN_PORTS),
+                                          timeout=120))
+        finally:
+            seen = capture.stop()
+    finally:
+        os.kill(listener.pid, signal.SIGKILL)
+        listener.wait()
+    forwarded = {(p["proto"], p["dst"], p["dport"]) for p in seen}
+    print(f"scan: {result['sent']} probes, {result['answered']} answered, SYN-ACK from "
+          f"{result['syn_ack']}; in the SP core: {sorted(forwarded)}")
+    assert result["syn_ack"] == [], "the gateway accepted TCP connections from the internet"
+    assert forwarded == {("UDP", dst, str(NEA_LISTEN_PORT)) for dst in TUNNEL_PORTS.values()}
+
+
+# ----- secrets -----------------------------------------------------------------------
+
+
+def private_keys(lab: LabEnv) -> list[str]:
+    keys = [p.read_text().strip() for p in (lab.lab_dir / "keys").glob("*.key")]
+    assert len(keys) == 4, "two NEA pairs, two private keys each"
+    return keys
+
+
+def test_private_keys_and_control_sockets_are_root_only(lab: LabEnv) -> None:
+    keys_dir = lab.lab_dir / "keys"
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    for key in keys_dir.glob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        assert key.stat().st_uid == 0
+    run_dir = lab.lab_dir / "run"
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    sockets = list(run_dir.glob("proxyarp-*.sock"))
+    assert len(sockets) == 4
+    for sock in sockets:
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600, sock
+    wg_sockets = sorted(WG_DIR.glob(f"{lab.prefix}w*.sock"))
+    assert len(wg_sockets) == 4
+    for sock in wg_sockets:
+        assert stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0, sock
+
+
+def test_no_command_output_or_log_contains_a_private_key(lab: LabEnv) -> None:
+    keys = private_keys(lab)
+    outputs = {
+        "status --json": lab.netlab("status", "--json").stdout,
+        "status": lab.netlab("status").stdout,
+        "events --json": lab.netlab("events", "--json").stdout,
+        "events": lab.netlab("events").stdout,
+    }
+    for path in lab.lab_dir.rglob("*"):
+        if path.is_file() and path.parent.name != "keys" and "disks" not in path.parts \
+                and "sp" not in path.relative_to(lab.lab_dir).parts[:1]:
+            outputs[str(path.relative_to(lab.lab_dir))] = path.read_text(errors="replace")
+    assert "state.json" in outputs and any(k.startswith("logs/") for k in outputs)
+    found = [where for where, text in outputs.items() if any(key in text for key in keys)]
+    assert not found, f"a private key appears in: {found}"
