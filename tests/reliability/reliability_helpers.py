@@ -30,6 +30,8 @@ from conftest import (
     skip_unless_root,
 )
 
+from netlab.lab import SOCKET_RUN_DIR
+
 NETNS_DIR = Path("/run/netns")
 WG_DIR = Path("/var/run/wireguard")
 LAB_PREFIX = re.compile(r"^[a-z0-9]{1,8}-")
@@ -148,6 +150,7 @@ class Snapshot:
     nft: str
     processes: dict[int, Proc]
     wg_sockets: set[str]
+    socket_dirs: set[str]  # /run/netlab/<lab>: the labs' control socket directories
     inodes: dict[int, str] = field(default_factory=dict)
 
 
@@ -209,7 +212,9 @@ def snapshot() -> Snapshot:
                 procs[p.pid] = p
     mounts = {" ".join(line.split()[:3]) for line in Path("/proc/mounts").read_text().splitlines()}
     wg = {p.name for p in WG_DIR.iterdir()} if WG_DIR.exists() else set()
-    return Snapshot(names, _links(), mounts, nft, procs, wg, namespace_inodes(sorted(names)))
+    socks = {p.name for p in SOCKET_RUN_DIR.iterdir()} if SOCKET_RUN_DIR.exists() else set()
+    return Snapshot(names, _links(), mounts, nft, procs, wg, socks,
+                    namespace_inodes(sorted(names)))
 
 
 def foreign(name: str, lab: LabEnv) -> bool:
@@ -227,11 +232,16 @@ def leaks(before: Snapshot, after: Snapshot, lab: LabEnv, lab_inodes: set[int],
     problems = []
     for what, old, new in (("namespace", before.namespaces, after.namespaces),
                            ("root link", before.links, after.links),
-                           ("wireguard socket file", before.wg_sockets, after.wg_sockets)):
+                           ("wireguard socket file", before.wg_sockets, after.wg_sockets),
+                           ("socket directory", before.socket_dirs, after.socket_dirs)):
         for name in sorted(new - old):
+            if what == "socket directory":
+                name = f"{name}-"
             if not foreign(name, lab):
                 problems.append(f"{what} appeared: {name}")
         for name in sorted(old - new):
+            if what == "socket directory":
+                name = f"{name}-"
             if not foreign(name, lab):
                 problems.append(f"{what} disappeared: {name}")
     mine = [str(p) for p in tmp_roots]

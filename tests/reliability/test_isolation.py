@@ -28,6 +28,8 @@ import pytest
 from conftest import LabEnv
 from reliability_helpers import WG_DIR, in_netns, module_lab, python_in, run_in
 
+from netlab.lab import SOCKET_RUN_DIR
+
 pytestmark = pytest.mark.root
 
 GATEWAY = "198.51.100.10"
@@ -186,8 +188,9 @@ def test_private_keys_and_control_sockets_are_root_only(lab: LabEnv) -> None:
     for key in keys_dir.glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
         assert key.stat().st_uid == 0
-    run_dir = lab.lab_dir / "run"
+    run_dir = SOCKET_RUN_DIR / lab.name
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((lab.lab_dir / "run").stat().st_mode) == 0o700
     sockets = list(run_dir.glob("proxyarp-*.sock"))
     assert len(sockets) == 4
     for sock in sockets:
