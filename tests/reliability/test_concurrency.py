@@ -5,6 +5,7 @@ Counts: one pair of labs; 5 races of two `netlab failover acme/web` started toge
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
@@ -121,7 +122,10 @@ def test_two_failovers_at_once_one_wins_the_other_is_refused(race_lab: LabEnv) -
         loser = next(err for code, _, err in outcomes if code != 0)
         line = one_line(loser)
         assert line.startswith("netlab:"), line
-        assert ("held by" in line and "netlab failover" in line) or "Failover" in line, line
+        # "held by 'netlab failover' (pid N)", or the state refused it; the holder's name is
+        # missing when the loser reads the lock file in the instant after the winner's flock
+        # and before it writes its name (test_lock_refusal_names_the_holder, xfail)
+        assert "held by" in line or "Failover" in line, line
         state = json.loads((lab.lab_dir / "state.json").read_text())
         assert state["replicas"]["acme/web"]["state"] == "Failover"
         assert state.get("operation") is None
@@ -131,3 +135,18 @@ def test_two_failovers_at_once_one_wins_the_other_is_refused(race_lab: LabEnv) -
         assert all(p["alive"] for p in lab.status()["processes"].values())
         lab.netlab("undo", "--yes", "acme/web")
         assert replica_state(lab) == "Normal"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: netlab/state.py:144 the holder writes its name "
+                   "into the lock file only after flock succeeds; a second command that reads it "
+                   "in between says 'held by another netlab process' (seen in 1 of 5 races)")
+def test_lock_refusal_names_the_holder(race_lab: LabEnv) -> None:
+    """The race's window, held open: the VM's lock taken, its file still empty."""
+    lock = race_lab.lab_dir / "locks" / "acme.web.lock"
+    with lock.open("a+") as f:
+        f.truncate(0)
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = race_lab.netlab("failover", "acme/web", check=False)
+    line = one_line(done.stderr)
+    assert done.returncode != 0 and "held by" in line
+    assert "pid" in line, line
