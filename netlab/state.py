@@ -58,6 +58,31 @@ def write_atomically(path: Path, data: str, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def lock_holder(path: Path) -> str | None:
+    """Who holds the flock on `path`, from /proc/locks (the file may not say yet).
+
+    The holder writes its name into the file only once it has the lock; in that
+    instant the kernel already knows its pid.
+    """
+    try:
+        inode = path.stat().st_ino
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in locks:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+            pid = fields[4]
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                command = " ".join(a.decode(errors="replace") for a in argv if a)
+            except OSError:
+                command = "a process"
+            return f"'{command}' (pid {pid})"
+    return None
+
+
 @dataclass
 class LabDir:
     """The state directory of one lab."""
@@ -137,7 +162,7 @@ class LabDir:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                holder = f.read().strip() or "another netlab process"
+                holder = f.read().strip() or lock_holder(path) or "another netlab process"
                 raise OperationLocked(
                     f"{key} is held by {holder}; wait for it to finish and try again"
                 ) from None

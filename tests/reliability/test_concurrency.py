@@ -137,9 +137,6 @@ def test_two_failovers_at_once_one_wins_the_other_is_refused(race_lab: LabEnv) -
         assert replica_state(lab) == "Normal"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: netlab/state.py:144 the holder writes its name "
-                   "into the lock file only after flock succeeds; a second command that reads it "
-                   "in between says 'held by another netlab process' (seen in 1 of 5 races)")
 def test_lock_refusal_names_the_holder(race_lab: LabEnv) -> None:
     """The race's window, held open: the VM's lock taken, its file still empty."""
     lock = race_lab.lab_dir / "locks" / "acme.web.lock"
