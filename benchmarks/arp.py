@@ -32,7 +32,9 @@ is removed at the end, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import ipaddress
 import math
 import os
@@ -52,7 +54,11 @@ from pathlib import Path
 from common import (
     REPO,
     add_namespace,
+    benchmark_command,
     delete_namespaces,
+    host_summary,
+    replace_results_section,
+    results_section,
     sigint_ignored,
     sigterm_as_keyboard_interrupt,
     uname,
@@ -235,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gap-ms", type=float, default=1.0, help="pause between one-at-a-time requests"
     )
+    parser.add_argument(
+        "--results", type=Path, default=None,
+        help="also write the report into this file's '## ARP' section (e.g. benchmarks/RESULTS.md)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("arp.py needs root: it creates network namespaces", file=sys.stderr)
@@ -305,7 +315,17 @@ def main(argv: list[str] | None = None) -> int:
                     stop_process(daemon)
                 delete_namespaces(made)
                 shutil.rmtree(sock_dir, ignore_errors=True)
-    report(results, args)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report(results, args)
+    print(printed.getvalue(), end="")
+    if args.results is not None:
+        replace_results_section(args.results, "ARP", results_section(
+            "ARP", host_summary(), benchmark_command("arp.py") + " (as root)",
+            "Proxy-ARP reply latency measured on the wire (capture timestamps of the request "
+            "leaving and the reply arriving), netlab's daemon next to the kernel's own proxy "
+            "ARP with proxy_delay at its default and at 0, in the same run.",
+            printed.getvalue()))
     return 0 if all(r.answered == r.sent and not r.wrong_mac for r in results) else 1
 
 

@@ -349,7 +349,8 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         "",
         "tunnel path: db -> bridge -> tenant NEA (WireGuard) -> bridge -> edge (masquerade)",
         "  -> bridge -> cloud gateway (DNAT) -> bridge -> SP NEA (WireGuard) -> bridge -> replica;",
-        "  outer datagrams of full-size frames (1560 bytes) are fragmented and pass conntrack",
+        "  the NEAs clamp the TCP MSS to 1380, so TCP's outer datagrams fit unfragmented;",
+        "  full-size frames of other protocols are fragmented outside and pass conntrack",
         "  (reassembled and fragmented again) at the edge and the gateway.",
         "bare pair: client -> WireGuard -> one veth -> WireGuard -> server.",
     ]
