@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     print(printed.getvalue(), end="")
     if args.results is not None:
         replace_results_section(args.results, "ARP", results_section(
-            "ARP", host_summary(), benchmark_command("arp.py") + " (as root)",
+            "ARP", host_summary(), benchmark_command("arp.py"),
             "Proxy-ARP reply latency measured on the wire (capture timestamps of the request "
             "leaving and the reply arriving), netlab's daemon next to the kernel's own proxy "
             "ARP with proxy_delay at its default and at 0, in the same run.",
