@@ -226,27 +226,36 @@ def nea_up_command(network: str, lab_name: str | None, as_json: bool) -> None:
 @nea_group.command("down")
 @click.argument("network", metavar="TENANT[/NETWORK]")
 @lab_option
+@json_option
 @reports_errors
-def nea_down_command(network: str, lab_name: str | None) -> None:
+def nea_down_command(network: str, lab_name: str | None, as_json: bool) -> None:
     """Stop the daemons and the tunnel of both NEAs of a network."""
     from netlab import nea
 
     lab = _lab(lab_name)
-    nea.nea_down(lab, network, progress=_progress(False))
-    click.echo(f"NEA pair {nea.tunnel_of(lab, network).key} is off")
+    nea.nea_down(lab, network, progress=_progress(as_json))
+    key = nea.tunnel_of(lab, network).key
+    if as_json:
+        _print_json({"network": key, "power": "off"})
+    else:
+        click.echo(f"NEA pair {key} is off")
 
 
 @main.command()
 @click.argument("tenant")
 @lab_option
+@json_option
 @reports_errors
-def reconnect(tenant: str, lab_name: str | None) -> None:
+def reconnect(tenant: str, lab_name: str | None, as_json: bool) -> None:
     """Restart the tunnel on both NEAs of TENANT (after 'Failed connectivity')."""
     from netlab import nea
 
     lab = _lab(lab_name)
-    done = nea.reconnect(lab, tenant, progress=_progress(False))
-    click.echo(f"reconnected: {', '.join(done)}" if done else "no NEA pair of it is on")
+    done = nea.reconnect(lab, tenant, progress=_progress(as_json))
+    if as_json:
+        _print_json({"tenant": tenant, "reconnected": done})
+    else:
+        click.echo(f"reconnected: {', '.join(done)}" if done else "no NEA pair of it is on")
 
 
 def _confirm_discard(message: str, yes: bool) -> None:
@@ -396,12 +405,16 @@ def vm_group() -> None:
 def _vm_action(action: str, help_text: str) -> None:
     @click.argument("vm", metavar="TENANT/VM")
     @lab_option
+    @json_option
     @reports_errors
-    def run_action(vm: str, lab_name: str | None) -> None:
+    def run_action(vm: str, lab_name: str | None, as_json: bool) -> None:
         from netlab.orchestrator import operations
 
         power = operations.vm_power(_lab(lab_name), vm, action)
-        click.echo(f"{vm} is {power}")
+        if as_json:
+            _print_json({"vm": vm, "power": power})
+        else:
+            click.echo(f"{vm} is {power}")
 
     run_action.__doc__ = help_text
     vm_group.command(action)(run_action)
