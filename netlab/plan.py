@@ -315,55 +315,56 @@ def build_plan(lab: str, topology: Topology) -> LabPlan:
             )
 
         for net_name, net in tenant.networks.items():
-            if net.nea is None:
-                continue
+            # Every static VM has a replica on its tenant's cloud network; the NEA pair
+            # that extends the network is optional (without it, no partial failover).
             key = f"{tenant_name}/{net_name}"
             cloud = segment(f"sp/{key}", f"{lab}-sp.{tenant_name}.{net_name}.sw", net.subnet)
-            tenant_nea_name = f"{tenant_name}/nea-{net_name}"
-            sp_nea_name = f"sp/nea-{tenant_name}-{net_name}"
-            nea_lan = port("n", lan_segments[net_name], net.nea.address)
-            nodes[tenant_nea_name] = Node(
-                tenant_nea_name,
-                NodeKind.TENANT_NEA,
-                f"{lab}-{tenant_name}.nea-{net_name}",
-                (nea_lan,),
-                (Route("default", via=str(net.gateway)),),
-                forwarding=True,
-                tenant=tenant_name,
-                network=net_name,
-            )
-            sp_core_port = port("n", sp_core, net.nea.sp_core_address)
-            # The cloud-side address gets no prefix route: production addresses of the
-            # subnet are reached through the tunnel, failed-over replicas by /32 routes.
-            sp_cloud_port = port("n", cloud, net.nea.sp_address, no_prefix_route=True)
-            nodes[sp_nea_name] = Node(
-                sp_nea_name,
-                NodeKind.SP_NEA,
-                f"{lab}-sp.{tenant_name}.{net_name}.nea",
-                (sp_core_port, sp_cloud_port),
-                (Route("default", via=str(provider.core_gateway)),),
-                forwarding=True,
-                tenant=tenant_name,
-                network=net_name,
-            )
-            tunnels[key] = Tunnel(
-                key=key,
-                tenant=tenant_name,
-                network=net_name,
-                subnet=str(net.subnet),
-                tenant_nea=tenant_nea_name,
-                sp_nea=sp_nea_name,
-                tenant_wg=namer.single("w"),
-                sp_wg=namer.single("w"),
-                tenant_lan_port=nea_lan.name,
-                sp_cloud_port=sp_cloud_port.name,
-                tenant_nea_address=str(net.nea.address),
-                sp_nea_address=str(net.nea.sp_address),
-                gateway_address=str(net.gateway),
-                endpoint=f"{provider.gateway}:{net.nea.tunnel_port}",
-                tunnel_port=net.nea.tunnel_port,
-                listen_port=provider.nea_listen_port,
-            )
+            if net.nea is not None:
+                tenant_nea_name = f"{tenant_name}/nea-{net_name}"
+                sp_nea_name = f"sp/nea-{tenant_name}-{net_name}"
+                nea_lan = port("n", lan_segments[net_name], net.nea.address)
+                nodes[tenant_nea_name] = Node(
+                    tenant_nea_name,
+                    NodeKind.TENANT_NEA,
+                    f"{lab}-{tenant_name}.nea-{net_name}",
+                    (nea_lan,),
+                    (Route("default", via=str(net.gateway)),),
+                    forwarding=True,
+                    tenant=tenant_name,
+                    network=net_name,
+                )
+                sp_core_port = port("n", sp_core, net.nea.sp_core_address)
+                # The cloud-side address gets no prefix route: production addresses of the
+                # subnet are reached through the tunnel, failed-over replicas by /32 routes.
+                sp_cloud_port = port("n", cloud, net.nea.sp_address, no_prefix_route=True)
+                nodes[sp_nea_name] = Node(
+                    sp_nea_name,
+                    NodeKind.SP_NEA,
+                    f"{lab}-sp.{tenant_name}.{net_name}.nea",
+                    (sp_core_port, sp_cloud_port),
+                    (Route("default", via=str(provider.core_gateway)),),
+                    forwarding=True,
+                    tenant=tenant_name,
+                    network=net_name,
+                )
+                tunnels[key] = Tunnel(
+                    key=key,
+                    tenant=tenant_name,
+                    network=net_name,
+                    subnet=str(net.subnet),
+                    tenant_nea=tenant_nea_name,
+                    sp_nea=sp_nea_name,
+                    tenant_wg=namer.single("w"),
+                    sp_wg=namer.single("w"),
+                    tenant_lan_port=nea_lan.name,
+                    sp_cloud_port=sp_cloud_port.name,
+                    tenant_nea_address=str(net.nea.address),
+                    sp_nea_address=str(net.nea.sp_address),
+                    gateway_address=str(net.gateway),
+                    endpoint=f"{provider.gateway}:{net.nea.tunnel_port}",
+                    tunnel_port=net.nea.tunnel_port,
+                    listen_port=provider.nea_listen_port,
+                )
             for vm_name, vm in tenant.vms.items():
                 if vm.network != net_name or vm.dhcp:
                     continue
