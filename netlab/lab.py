@@ -29,7 +29,7 @@ from netlab.net.namespaces import (
     namespace_exists,
     pids_in_namespaces,
 )
-from netlab.net.nft import apply_rulesets
+from netlab.net.nft import start_rulesets
 from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, build_plan, lab_prefix
 from netlab.processes import (
     ProcessRecord,
@@ -245,7 +245,9 @@ class Lab:
             finish_plumbing()
             progress(f"{len(plan.namespaces)} namespaces plumbed in "
                      f"{time.monotonic() - started:.2f} s")
-            apply_rulesets(plan.nft_rulesets, NFT_TABLE)
+            # Waited for before the DHCP lease and before the lab is marked up: no traffic
+            # but the bring-up's own crosses the lab in between.
+            rulesets_applied = start_rulesets(plan.nft_rulesets, NFT_TABLE)
             logs, run_dir = self.dir.sub("logs"), self.dir.sub("run", 0o700)
             records: list[ProcessRecord] = []
             try:
@@ -263,6 +265,7 @@ class Lab:
                 with self.dir.update() as state:
                     state.setdefault("processes", {}).update(
                         {r.name: r.to_dict() | {"supervised": True} for r in records})
+            rulesets_applied()
             leases = {vm.name: lease_address(vm.netns, vm.port.name, run_dir)
                       for vm in vms if vm.dhcp}
             replicas = {name: {"state": REPLICA_NORMAL, "replication": "active",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 
 from netlab.errors import ToolFailed
 from netlab.run import in_netns, require_tool, run
@@ -15,8 +16,12 @@ def apply_ruleset(netns: str, ruleset: str, table: str) -> None:
     run(["nft", "-f", "-"], netns=netns, input=script)
 
 
-def apply_rulesets(rulesets: dict[str, str], table: str) -> None:
-    """apply_ruleset in many namespaces at once: one nft process each, run side by side."""
+def start_rulesets(rulesets: dict[str, str], table: str) -> Callable[[], None]:
+    """Start applying rulesets in many namespaces, one nft process each; call the result
+    to wait for them all (ToolFailed names every namespace that failed).
+
+    nft parses for ~15 ms of CPU per ruleset: started early, that overlaps other work.
+    """
     nft = require_tool("nft")
     running = []
     for netns, ruleset in rulesets.items():
@@ -25,14 +30,25 @@ def apply_rulesets(rulesets: dict[str, str], table: str) -> None:
             in_netns(netns, [nft, "-f", "-"]), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        running.append((netns, proc, script))
-    errors = []
-    for netns, proc, script in running:
-        _, err = proc.communicate(script, timeout=30)
-        if proc.returncode != 0:
-            errors.append(f"nft in {netns}: {err.strip().splitlines()[-1] if err else 'failed'}")
-    if errors:
-        raise ToolFailed("; ".join(errors))
+        assert proc.stdin is not None
+        proc.stdin.write(script)  # a ruleset is far smaller than a pipe's buffer
+        proc.stdin.close()
+        running.append((netns, proc))
+
+    def wait() -> None:
+        errors = []
+        for netns, proc in running:
+            err = proc.stderr.read() if proc.stderr else ""  # EOF when nft exits
+            proc.wait(timeout=30)
+            if proc.stderr:
+                proc.stderr.close()
+            if proc.returncode != 0:
+                last = err.strip().splitlines()[-1] if err.strip() else "failed"
+                errors.append(f"nft in {netns}: {last}")
+        if errors:
+            raise ToolFailed("; ".join(errors))
+
+    return wait
 
 
 def delete_table(netns: str, table: str) -> None:
