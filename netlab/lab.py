@@ -30,6 +30,7 @@ from netlab.net.namespaces import (
     pids_in_namespaces,
 )
 from netlab.net.nft import start_rulesets
+from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, build_plan, lab_prefix
 from netlab.processes import (
     ProcessRecord,
@@ -447,7 +448,7 @@ class Lab:
                 f"'netlab vm fail {vm['name']}')"
                 for vm in vms
                 if vm["power"] == "on"
-                and vm["replica_state"] in ("Failover", "Ready to switch", "Permanent failover")
+                and vm["replica_state"] in RUNNING_AT_SP
             ],
         }
 

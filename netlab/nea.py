@@ -27,13 +27,12 @@ from netlab.errors import NetlabError, PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
 from netlab.net import links
 from netlab.net.namespaces import Netlink
+from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
 from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
 from netlab.proxyarp.client import ProxyArpClient
 from netlab.run import run
 
-# Replica states in which the replica runs at the SP and is reached through the tunnel.
-ACTIVE_REPLICA_STATES = ("Failover", "Ready to switch", "Permanent failover")
 CONNECTED = "Connected"
 FAILED = "Failed connectivity"
 
@@ -57,7 +56,7 @@ def replicas_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> list
         node = plan.nodes.get(f"{vm_name}@sp")
         if node is None or node.tenant != tunnel.tenant or node.network != tunnel.network:
             continue
-        if replica.get("state") in ACTIVE_REPLICA_STATES and node.address:
+        if replica.get("state") in RUNNING_AT_SP and node.address:
             addresses.append(node.address)
     return sorted(addresses)
 

@@ -30,13 +30,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlab.lab import Lab
+from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import LabPlan, Node, NodeKind
 from netlab.run import in_netns, require_tool, run
 from netlab.topology.model import Expectation, ValidateTest
 
-# Replica states in which the replica runs at the SP (same list as netlab.nea, which
-# is not imported here so that `netlab validate --help` stays light).
-RUNNING_AT_SP = ("Failover", "Ready to switch", "Permanent failover")
 CONNECTED = "Connected"
 
 _MAC = re.compile(r"\[([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\]")

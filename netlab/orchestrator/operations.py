@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,33 +292,47 @@ def _in_running_plan(state: dict[str, Any], vm: Node) -> bool:
 # ----- the other lifecycle operations ------------------------------------------------
 
 
-def _transition(
+@contextlib.contextmanager
+def _lifecycle(
     lab: Lab, vm_names: list[str], command: str, say: Say
-) -> tuple[list[Node], dict]:
+) -> Iterator[tuple[list[Node], dict[str, Any], _Operation]]:
+    """Run one lifecycle command: VMs locked, their states checked under the locks, the
+    operation recorded for crash recovery, and finished when the body returns."""
     lab.require_up()
     recover_interrupted(lab, say)
-    state = lab.dir.read()
     vms = [_vm_node(lab, n) for n in dict.fromkeys(vm_names)]
-    for vm in vms:
-        current = _replica_state(state, vm.name)
-        if current is None:
-            raise PreconditionFailed(f"{vm.name} has no replica")
-        if _in_running_plan(state, vm):
-            raise PreconditionFailed(
-                f"{vm.name} is part of the running cloud failover plan of {vm.tenant}: one "
-                f"failover operation type at a time; use 'netlab plan undo {vm.tenant}'"
-            )
-        check_transition(f"{vm.name}@sp", current, command)
-    return vms, state
+    with _locks(lab, [v.name for v in vms], command):
+        state = lab.dir.read()
+        for vm in vms:
+            current = _replica_state(state, vm.name)
+            if current is None:
+                raise PreconditionFailed(f"{vm.name} has no replica")
+            if _in_running_plan(state, vm):
+                raise PreconditionFailed(
+                    f"{vm.name} is part of the running cloud failover plan of {vm.tenant}: one "
+                    f"failover operation type at a time; use 'netlab plan undo {vm.tenant}'"
+                )
+            check_transition(f"{vm.name}@sp", current, command)
+        op = _Operation(lab, command, [v.name for v in vms], say)
+        yield vms, state, op
+        op.finish()
 
 
-def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say) -> None:
-    """Sync the NEA pairs; power a pair off when no replica of its network runs at the SP."""
+def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say, cut_short: bool = False) -> None:
+    """Sync the NEA pairs of `vms`' networks; power a pair off when no replica of its
+    network runs at the SP any more.
+
+    With `cut_short` (an operation being rolled back), a pair not recorded as on is
+    settled too: a failover cut short may have started one side (a kernel WireGuard
+    link leaves no process record) before recording the pair as on.
+    """
     plan = lab.plan()
     state = lab.dir.read()
     for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
-        tunnel = plan.tunnels[key]
-        if state.get("neas", {}).get(key, {}).get("power") != "on":
+        tunnel = plan.tunnels.get(key)
+        if tunnel is None:
+            continue
+        if not cut_short and state.get("neas", {}).get(key, {}).get("power") != "on":
             continue
         if nea.replicas_at_sp(plan, state, tunnel):
             nea.sync_proxies(lab, key)
@@ -328,10 +342,8 @@ def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say) -> None:
 
 
 def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "undo", say)
-    plan = lab.plan()
-    with _locks(lab, [v.name for v in vms], "undo"):
-        op = _Operation(lab, "undo", [v.name for v in vms], say)
+    with _lifecycle(lab, vm_names, "undo", say) as (vms, _, op):
+        plan = lab.plan()
         for vm in vms:
             power.power_off(lab, plan.nodes[f"{vm.name}@sp"], force=force)
         op.log(1, "power-off", "replicas powered off")
@@ -347,15 +359,12 @@ def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) 
         power.announce(*[v for v in vms
                          if now.get("nodes", {}).get(v.name, {}).get("power") == "on"])
         op.log(4, "announce", "sources announced themselves (gratuitous ARP); replication resumes")
-        op.finish()
     return OperationResult("undo", [v.name for v in vms])
 
 
 def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "permanent", say)
-    plan = lab.plan()
-    with _locks(lab, [v.name for v in vms], "permanent"):
-        op = _Operation(lab, "permanent", [v.name for v in vms], say)
+    with _lifecycle(lab, vm_names, "permanent", say) as (vms, _, op):
+        plan = lab.plan()
         for vm in vms:
             replica = plan.nodes[f"{vm.name}@sp"]
             power._stop_workload(lab, replica)
@@ -365,21 +374,17 @@ def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResu
                          replication="excluded")
         op.log(1, "commit", "deltas committed into the replica disks, restore points removed, "
                "sources excluded from replication: the replicas are production now")
-        op.finish()
     return OperationResult("permanent", [v.name for v in vms])
 
 
 def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "failback", say)
-    result = OperationResult("failback", [v.name for v in vms])
-    with _locks(lab, [v.name for v in vms], "failback"):
-        op = _Operation(lab, "failback", result.vms, say)
+    with _lifecycle(lab, vm_names, "failback", say) as (vms, _, op):
+        result = OperationResult("failback", [v.name for v in vms])
         for vm in vms:
             power.power_off(lab, vm)
         op.log(1, "source-off", "source VMs powered off")
         _copy_back(lab, vms, result, ReplicaState.READY_TO_SWITCH)
         op.log(2, "copy", "replica changes copied to the source disks", copies=result.details)
-        op.finish()
     return result
 
 
@@ -395,11 +400,9 @@ def _copy_back(
 
 
 def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "switch", say)
-    plan = lab.plan()
-    result = OperationResult("switch", [v.name for v in vms])
-    with _locks(lab, [v.name for v in vms], "switch"):
-        op = _Operation(lab, "switch", result.vms, say)
+    with _lifecycle(lab, vm_names, "switch", say) as (vms, _, op):
+        plan = lab.plan()
+        result = OperationResult("switch", [v.name for v in vms])
         for vm in vms:
             power.power_off(lab, plan.nodes[f"{vm.name}@sp"])
         op.log(1, "replica-off", "replicas shut down")
@@ -409,28 +412,22 @@ def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
         for vm in vms:
             power.start_vm(lab, vm)
         op.log(3, "source-on", "source VMs powered on and announced")
-        op.finish()
     return result
 
 
 def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, _ = _transition(lab, vm_names, "commit", say)
-    with _locks(lab, [v.name for v in vms], "commit"):
-        op = _Operation(lab, "commit", [v.name for v in vms], say)
+    with _lifecycle(lab, vm_names, "commit", say) as (vms, _, op):
         for vm in vms:
             storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True)
             _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
                          replication="active")
         op.log(1, "commit", "failback committed: replicas Normal, replication resumes")
-        op.finish()
     return OperationResult("commit", [v.name for v in vms])
 
 
 def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    vms, state = _transition(lab, vm_names, "undo-failback", say)
-    plan = lab.plan()
-    with _locks(lab, [v.name for v in vms], "undo-failback"):
-        op = _Operation(lab, "undo-failback", [v.name for v in vms], say)
+    with _lifecycle(lab, vm_names, "undo-failback", say) as (vms, state, op):
+        plan = lab.plan()
         for vm in vms:
             if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
                 power.power_off(lab, vm)
@@ -442,7 +439,6 @@ def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> Operation
             nea.nea_up(lab, key)
             nea.sync_proxies(lab, key)
         op.log(1, "back-to-replica", "running on the replicas again (Failover)")
-        op.finish()
     return OperationResult("undo-failback", [v.name for v in vms])
 
 
@@ -555,20 +551,4 @@ def _roll_back_failover(lab: Lab, vm_names: list[str], say: Say) -> None:
         storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
         _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
                      replication="active")
-    state = lab.dir.read()
-    for key in dict.fromkeys(f"{plan.nodes[n].tenant}/{plan.nodes[n].network}" for n in vm_names):
-        tunnel = plan.tunnels.get(key)
-        if tunnel is None:
-            continue
-        # A failover cut short may have started one side before recording the pair as on:
-        # power off from what is recorded, whatever the pair's recorded power says.
-        if nea.replicas_at_sp(plan, state, tunnel):
-            nea.sync_proxies(lab, key)
-        else:
-            nea.nea_down(lab, key)
-            say(f"no replica of {key} runs at the SP: NEA pair powered off")
-
-
-def running_at_sp(state: dict[str, Any]) -> list[str]:
-    return [vm for vm, r in state.get("replicas", {}).items()
-            if ReplicaState(r["state"]) in RUNNING_AT_SP]
+    _after_leaving_sp(lab, [plan.nodes[n] for n in vm_names], say, cut_short=True)
