@@ -49,6 +49,7 @@ WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
 # Control sockets live here, not in the state directory: a Unix socket path is
 # limited to 108 bytes and NETLAB_STATE_DIR can be as long as a user likes.
 SOCKET_RUN_DIR = Path("/run/netlab")
+BRIDGE_NETFILTER_SYSCTLS = Path("/proc/sys/net/bridge")  # present while br_netfilter is loaded
 
 REPLICA_NORMAL = "Normal"
 LOOPBACK_INDEX = 1  # lo is always the first link of a namespace
@@ -95,6 +96,20 @@ def namespace_sysctls(node: Node | None) -> dict[str, str | int]:
         sysctls["net.ipv4.conf.default.rp_filter"] = 0
         sysctls["net.ipv4.conf.all.send_redirects"] = 0
         sysctls["net.ipv4.conf.default.send_redirects"] = 0
+    return sysctls
+
+
+def segment_sysctls() -> dict[str, str | int]:
+    """Sysctls of a LAN segment's namespace: a plain L2 switch.
+
+    Where br_netfilter is loaded (Docker loads it), every bridged frame would
+    also walk the IP netfilter hooks: a cost on each hop of the tunnel path and
+    nothing a switch does.
+    """
+    sysctls = namespace_sysctls(None)
+    if BRIDGE_NETFILTER_SYSCTLS.exists():
+        for family in ("iptables", "ip6tables", "arptables"):
+            sysctls[f"net.bridge.bridge-nf-call-{family}"] = 0
     return sysctls
 
 
@@ -306,7 +321,7 @@ class Lab:
         """
         with Netlink() as nl:
             bridges = {
-                seg.name: links.add_bridge(nl.create(seg.netns, namespace_sysctls(None)),
+                seg.name: links.add_bridge(nl.create(seg.netns, segment_sysctls()),
                                            seg.bridge)
                 for seg in plan.segments.values()
             }

@@ -126,6 +126,7 @@ def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
             tunnel.endpoint, [tunnel.subnet],
         )
     wireguard.set_up(node.netns, ifname)
+    backend.tune(rec)
     if side == "sp":
         with Netlink() as nl:
             sock = nl[node.netns]

@@ -41,6 +41,7 @@ from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab.errors import NetlabError, ToolMissing
+from netlab.net.socket_buffers import enlarge_udp_buffers
 from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
 from netlab.run import NETNS_DIR, PACKAGE_OF, require_tool, run
 
@@ -71,6 +72,7 @@ WIREGUARD_GO_SOCKET_DIR = Path("/var/run/wireguard")
 _WG_GO_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
 
 SOCKET_TIMEOUT = 5.0
+SOCKET_BUFFER_BYTES = 7 << 20  # what wireguard-go asks for itself since 0.0.20230223
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -272,6 +274,10 @@ class WireGuardBackend(ABC):
     def destroy(self, netns: str, ifname: str, record: ProcessRecord | None) -> None:
         """Remove what `create` made. Already gone is fine."""
 
+    @abstractmethod
+    def tune(self, record: ProcessRecord | None) -> None:
+        """Adjust the running tunnel once its link is up."""
+
 
 class KernelBackend(WireGuardBackend):
     """The kernel module: a netlink link of kind 'wireguard', no process."""
@@ -294,6 +300,9 @@ class KernelBackend(WireGuardBackend):
                     f"cannot create wireguard link {ifname} in namespace '{netns}': {exc}"
                 ) from exc
         return None
+
+    def tune(self, record: ProcessRecord | None) -> None:
+        """Nothing to tune: the kernel's WireGuard decrypts in the UDP receive path itself."""
 
     def destroy(self, netns: str, ifname: str, record: ProcessRecord | None) -> None:
         _check_ifname(ifname)
@@ -388,6 +397,30 @@ class UserspaceBackend(WireGuardBackend):
                     f"{_tail(log_path)}"
                 )
             time.sleep(0.002)
+
+    def tune(self, record: ProcessRecord | None) -> None:
+        """Give wireguard-go's UDP sockets the buffers newer wireguard-go takes itself.
+
+        Call after the link is up: wireguard-go opens its sockets then. Without it
+        the SP NEA drops datagrams in bursts (see netlab.net.socket_buffers); the
+        tunnel works either way, so a refusal is logged, not raised.
+        """
+        if record is None:
+            return
+        try:
+            pidfd = os.pidfd_open(record.pid)
+        except ProcessLookupError:
+            return  # exited; the supervisor starts it again and tunes that one
+        try:
+            if is_alive(record):  # checked with the pidfd held: the pid cannot be reused now
+                changed = enlarge_udp_buffers(pidfd, record.pid, SOCKET_BUFFER_BYTES)
+                log.debug("%s: %d UDP sockets set to %d bytes", record.name, changed,
+                          SOCKET_BUFFER_BYTES)
+        except OSError as exc:
+            log.warning("cannot enlarge the socket buffers of %s (pid %d): %s; the tunnel "
+                        "works, but may drop datagrams in bursts", record.name, record.pid, exc)
+        finally:
+            os.close(pidfd)
 
     def destroy(self, netns: str, ifname: str, record: ProcessRecord | None) -> None:
         _check_ifname(ifname)

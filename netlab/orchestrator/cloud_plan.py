@@ -37,7 +37,6 @@ as ``plan-<command>:<step>``; the plan's record is ``state["plans"][tenant]``.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from typing import Any
 
 from netlab import nea, storage
 from netlab.errors import NetlabError, PreconditionFailed
-from netlab.lab import Lab, namespace_sysctls
+from netlab.lab import Lab, namespace_sysctls, segment_sysctls
 from netlab.net import links
 from netlab.net.namespaces import Netlink, delete_namespace, namespace_exists
 from netlab.net.nft import apply_ruleset, delete_table
@@ -638,17 +637,8 @@ class _Sandbox:
         bridge_ns, index = self.bridges[tunnel.key]
         sock = self.nl.create(netns, namespace_sysctls(None))
         links.set_link_state(sock, "lo", True)
-        # made here rather than with links.add_veth_to_bridge, whose signature is in flux
-        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        try:
-            self.nl[bridge_ns].link("add", ifname=f"{self.lab.name}-q{self.count}",
-                                    kind="veth", peer={"ifname": node_if, "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-        bridge_sock = self.nl[bridge_ns]
-        bridge_sock.link("set", index=links.index_of(bridge_sock, f"{self.lab.name}-q"
-                                                     f"{self.count}"), master=index, state="up")
-        links.set_link_state(sock, node_if, True)
+        links.add_veth_to_bridge(sock, node_if, netns, self.nl[bridge_ns],
+                                 f"{self.lab.name}-q{self.count}", index)
         links.add_address(sock, node_if, cidr)
         return node_if
 
@@ -656,7 +646,7 @@ class _Sandbox:
         self.remove()  # leftovers of a test that crashed
         for tunnel in self.tunnels:
             self.count += 1
-            sock = self.nl.create(self.bridge_ns(tunnel), namespace_sysctls(None))
+            sock = self.nl.create(self.bridge_ns(tunnel), segment_sysctls())
             index = links.add_bridge(sock, f"{self.lab.name}-k{self.count}")
             self.bridges[tunnel.key] = (self.bridge_ns(tunnel), index)
             prefix = IPv4Network(tunnel.subnet).prefixlen
