@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,17 +22,20 @@ from typing import Any
 from netlab import storage
 from netlab.errors import LabError, NotRoot
 from netlab.net import links
+from netlab.net.batch import Batch, open_socket
 from netlab.net.namespaces import (
+    NETNS_DIR,
     Netlink,
     delete_namespace,
-    fork_worker,
+    inside,
     list_namespaces,
     namespace_exists,
     pids_in_namespaces,
+    write_sysctl,
 )
 from netlab.net.nft import start_rulesets
 from netlab.orchestrator.states import RUNNING_AT_SP
-from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, build_plan, lab_prefix
+from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, Port, build_plan, lab_prefix
 from netlab.processes import (
     ProcessRecord,
     is_alive,
@@ -53,7 +57,6 @@ BRIDGE_NETFILTER_SYSCTLS = Path("/proc/sys/net/bridge")  # present while br_netf
 
 REPLICA_NORMAL = "Normal"
 LOOPBACK_INDEX = 1  # lo is always the first link of a namespace
-PARALLEL_PLUMBING_MIN_NODES = 60
 
 
 def _quiet(_: str) -> None:
@@ -113,23 +116,65 @@ def segment_sysctls() -> dict[str, str | int]:
     return sysctls
 
 
-def _plumb_nodes(plan: LabPlan, nodes: list[Node], bridges: dict[str, int]) -> None:
-    """Namespaces, veths, addresses and routes of `nodes`, over netlink."""
-    with Netlink() as nl:
-        for node in nodes:
-            sock = nl.create(node.netns, namespace_sysctls(node))
-            sock.link("set", index=LOOPBACK_INDEX, state="up")
+FIRST_FREE_INDEX = 2  # in a fresh namespace, lo is 1
+BRIDGE_INDEX = FIRST_FREE_INDEX
+
+
+def _plumb(plan: LabPlan) -> None:
+    """Namespaces, bridges, veths, addresses and routes of the plan, in fresh namespaces.
+
+    One netlink batch per namespace (netlab.net.batch), interface indexes fixed
+    by the plan's order: a node's ports from 2, a segment's bridge 2 and its ports
+    from 3. Nodes first, so that each segment can make its veths straight into them.
+    """
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for node in plan.nodes.values():
+            sockets[node.netns] = _create_namespace(node.netns, namespace_sysctls(node))
+        for seg in plan.segments.values():
+            sockets[seg.netns] = _create_namespace(seg.netns, segment_sysctls())
+        node_index = {
+            (node.name, port.name): FIRST_FREE_INDEX + i
+            for node in plan.nodes.values() for i, port in enumerate(node.ports)
+        }
+        ports_of: dict[str, list[tuple[Node, Port]]] = {name: [] for name in plan.segments}
+        for node in plan.nodes.values():
             for port in node.ports:
-                seg = plan.segments[port.segment]
-                index = links.add_veth_to_bridge(
-                    sock, port.name, node.netns, nl[seg.netns], port.bridge_port,
-                    bridges[seg.name], up=node.link_up_at_start,
-                )
+                ports_of[port.segment].append((node, port))
+        for seg in plan.segments.values():
+            segment = Batch(sockets[seg.netns], seg.netns)
+            segment.add_bridge(seg.bridge, BRIDGE_INDEX)
+            with contextlib.ExitStack() as fds:
+                for i, (node, port) in enumerate(ports_of[seg.name]):
+                    fd = os.open(NETNS_DIR / node.netns, os.O_RDONLY)
+                    fds.callback(os.close, fd)
+                    segment.add_veth(port.bridge_port, BRIDGE_INDEX + 1 + i, BRIDGE_INDEX,
+                                     port.name, node_index[node.name, port.name], fd)
+                segment.send()
+        for node in plan.nodes.values():
+            batch = Batch(sockets[node.netns], node.netns)
+            batch.link_up(LOOPBACK_INDEX, "lo")
+            for port in node.ports:
+                index = node_index[node.name, port.name]
+                if node.link_up_at_start:
+                    batch.link_up(index, port.name)
                 for cidr in port.addresses:
-                    links.add_address(sock, port.name, cidr, port.no_prefix_route, index)
+                    batch.add_address(index, cidr, port.name, port.no_prefix_route)
             if node.link_up_at_start:
                 for route in node.routes:
-                    links.add_route(sock, route.dst, route.via, route.dev, route.table)
+                    oif = node_index[node.name, route.dev] if route.dev else None
+                    batch.add_route(route.dst, route.via, oif, route.table, route.dev or "")
+            batch.send()
+    finally:
+        for sock in sockets.values():
+            sock.close()  # a held socket would keep a deleted namespace alive
+
+
+def _create_namespace(name: str, sysctls: dict[str, str | int]) -> socket.socket:
+    with inside(name, create=True):
+        for key, value in sysctls.items():
+            write_sysctl(key, value)
+        return open_socket()
 
 
 class Lab:
@@ -252,13 +297,12 @@ class Lab:
         replicated = [vm for vm in vms if plan.replica_of(vm.name) is not None]
         # Disk work (copies, fsyncs) runs in threads while this thread does netlink,
         # which must stay on the main thread (netlab.net.namespaces).
-        finish_plumbing = self._start_plumbing(plan)
         with ThreadPoolExecutor(max_workers=4) as pool:
             seeds = [pool.submit(storage.seed_disk, self.disk_dir(vm.name), vm.tenant or "",
                                  vm.vm or "") for vm in vms]
             points = {vm.name: pool.submit(self._first_restore_point, plan, vm, seed)
                       for vm, seed in zip(vms, seeds, strict=True) if vm in replicated}
-            finish_plumbing()
+            _plumb(plan)
             progress(f"{len(plan.namespaces)} namespaces plumbed in "
                      f"{time.monotonic() - started:.2f} s")
             # Waited for before the DHCP lease and before the lab is marked up: no traffic
@@ -311,33 +355,6 @@ class Lab:
         seeded.result()
         retention = plan.topology.tenants[vm.tenant or ""].replication.retention
         return storage.replicate(self.disk_dir(vm.name), self.replica_dir(vm.name), retention).id
-
-    def _start_plumbing(self, plan: LabPlan) -> Callable[[], None]:
-        """Create the segments, and start plumbing the nodes; call the result to finish.
-
-        A large lab is split in two halves, the second done by a forked child, so
-        that both cores build namespaces (netlink encoding is CPU-bound Python).
-        This runs before any thread exists: forking a threaded process is unsafe.
-        """
-        with Netlink() as nl:
-            bridges = {
-                seg.name: links.add_bridge(nl.create(seg.netns, segment_sysctls()),
-                                           seg.bridge)
-                for seg in plan.segments.values()
-            }
-        nodes = list(plan.nodes.values())
-        if len(nodes) < PARALLEL_PLUMBING_MIN_NODES:
-            return lambda: _plumb_nodes(plan, nodes, bridges)
-        half = len(nodes) // 2
-        child = fork_worker(lambda: _plumb_nodes(plan, nodes[half:], bridges))
-
-        def finish() -> None:
-            try:
-                _plumb_nodes(plan, nodes[:half], bridges)
-            finally:
-                child.wait()
-
-        return finish
 
     def ensure_supervisor(self) -> None:
         """Start the lab's supervisor unless it runs (it restarts daemons that die)."""

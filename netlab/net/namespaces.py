@@ -11,12 +11,10 @@ does all its netlink work.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyroute2 import IPRoute, netns
@@ -24,7 +22,6 @@ from pyroute2 import IPRoute, netns
 from netlab.errors import LabError, NetlabError
 
 NETNS_DIR = Path("/run/netns")
-PR_SET_PDEATHSIG = 1
 
 
 class NamespaceMissing(LabError):
@@ -158,41 +155,3 @@ def pids_in_namespaces(names: list[str]) -> dict[int, str]:
         if ino in inodes:
             found[int(entry.name)] = inodes[ino]
     return found
-
-
-class ForkedWorker:
-    """A child process running one function; `wait` raises its error in the parent."""
-
-    def __init__(self, pid: int, errors_fd: int) -> None:
-        self.pid = pid
-        self.errors_fd = errors_fd
-
-    def wait(self) -> None:
-        with os.fdopen(self.errors_fd, "rb") as errors:
-            message = errors.read().decode(errors="replace")
-        _, status = os.waitpid(self.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise LabError(message or f"worker {self.pid} failed ({status})")
-
-
-def fork_worker(func: Callable[[], None]) -> ForkedWorker:
-    """Run `func` in a forked child (its own main thread, so namespace switching works).
-
-    Call only while the process has a single thread. The child dies with its
-    parent (PR_SET_PDEATHSIG), so a killed netlab leaves no half-done worker.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(read_fd)
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            func()
-        except BaseException as exc:
-            os.write(write_fd, str(exc).encode()[:4000])
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    return ForkedWorker(pid, read_fd)
