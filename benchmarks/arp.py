@@ -58,6 +58,7 @@ from common import (
     delete_namespaces,
     host_summary,
     replace_results_section,
+    results_path,
     results_section,
     sigint_ignored,
     sigterm_as_keyboard_interrupt,
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gap-ms", type=float, default=1.0, help="pause between one-at-a-time requests"
     )
     parser.add_argument(
-        "--results", type=Path, default=None,
+        "--results", type=results_path, default=None,
         help="also write the report into this file's '## ARP' section (e.g. benchmarks/RESULTS.md)",
     )
     args = parser.parse_args(argv)

@@ -42,9 +42,11 @@ from common import (
     namespaces_with_prefix,
     netlab_argv,
     replace_results_section,
+    results_path,
     results_section,
     sigint_ignored,
     sigterm_as_keyboard_interrupt,
+    wait_until_idle,
 )
 
 from netlab.plan import LabPlan, build_plan
@@ -297,7 +299,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--vms-per-tenant", type=int, default=10)
-    parser.add_argument("--results", type=Path, default=None,
+    parser.add_argument("--results", type=results_path, default=None,
                         help="also write the report into this file's '## Bring-up' section")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -327,7 +329,9 @@ def main() -> int:
             for run in range(args.runs):
                 for label, path, text in (("default", None, default_text),
                                           ("100 VMs", topo_file, big_text)):
+                    wait_until_idle()
                     results[label]["baseline"].append(measure_baseline(text, janitor))
+                    wait_until_idle()
                     results[label]["netlab"].append(measure_netlab(path, janitor, env))
                 print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     except KeyboardInterrupt:
@@ -340,7 +344,7 @@ def main() -> int:
             print(f"bringup.py: {problem}", file=sys.stderr)
     report = render(args, results, sizes)
     print(report, end="")
-    if args.results:
+    if args.results is not None:
         write_results(args.results, report)
     return 0
 

@@ -14,6 +14,7 @@ touching the other benchmarks' sections.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import os
@@ -24,11 +25,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "RESULTS.md"
+
+
+def results_path(value: str) -> Path:
+    """argparse type of --results: the file to update; an empty value is refused."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("needs a file, e.g. benchmarks/RESULTS.md (omit "
+                                         "--results to only print the report)")
+    return Path(value)
 
 try:
     import netlab  # noqa: F401
@@ -112,6 +122,29 @@ def namespaces_with_prefix(prefix: str) -> list[str]:
         return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
     except FileNotFoundError:
         return []
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def wait_until_idle(min_idle: float = 0.9, window: float = 0.2, timeout: float = 15.0) -> float:
+    """Wait until the CPUs are idle for a window; return how long that took.
+
+    Deleting namespaces returns before the kernel has torn them down (it finishes
+    in a workqueue, ~1 s for 250 of them here): without this wait, that work lands
+    in the next measurement, whichever it is.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        idle0, total0 = _cpu_times()
+        time.sleep(window)
+        idle1, total1 = _cpu_times()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= min_idle:
+            break
+    return time.monotonic() - started
 
 
 def add_namespace(name: str) -> None:

@@ -35,6 +35,7 @@ from common import (
     host_summary,
     machine_lines,
     replace_results_section,
+    results_path,
     results_section,
     sigterm_as_keyboard_interrupt,
 )
@@ -130,7 +131,7 @@ def write_results(path: Path, report: str, args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--results", type=Path, default=None,
+    parser.add_argument("--results", type=results_path, default=None,
                         help="also write the report into this file's '## Failover' section")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -146,7 +147,7 @@ def main() -> int:
         finally:
             bench.remove()
     print(report)
-    if args.results:
+    if args.results is not None:
         write_results(args.results, report, args)
     return 0
 

@@ -23,10 +23,10 @@ Run as root::
 
     .venv/bin/python benchmarks/tunnel.py [--runs 3] [--bringup-runs 5] [--results PATH]
 
-It makes its own lab (``b<6 hex>``, state in a temporary directory) and bare pair
+It makes its own lab (``b<6 hex>``, state in a temporary directory) and bare pairs
 (namespaces ``bw<6 hex>-a/-b``) and removes all of it at the end, also on error, Ctrl-C
-or SIGTERM. The report replaces the '## Tunnel' section of benchmarks/RESULTS.md
-(``--results ''`` to skip).
+or SIGTERM. With ``--results PATH`` the report also replaces that file's '## Tunnel'
+section.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (
-    RESULTS_FILE,
     add_namespace,
     benchmark_command,
     delete_namespaces,
     namespaces_with_prefix,
     netlab_argv,
     replace_results_section,
+    results_path,
     results_section,
     sigint_ignored,
     sigterm_as_keyboard_interrupt,
@@ -433,8 +433,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
     parser.add_argument("--bringup-runs", type=int, default=5,
                         help="nea up -> first reply runs, each way (median)")
-    parser.add_argument("--results", default=str(RESULTS_FILE),
-                        help="file whose '## Tunnel' section gets the report ('' to skip)")
+    parser.add_argument("--results", type=results_path, default=None,
+                        help="also write the report into this file's '## Tunnel' section")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("tunnel.py: needs root (it creates network namespaces)", file=sys.stderr)
@@ -487,8 +487,8 @@ def main() -> int:
             print(f"tunnel.py: {problem}", file=sys.stderr)
     report = render(args, backend, tput, bringup, load_at_start)
     print(report, end="")
-    if args.results:
-        write_results(Path(args.results), report)
+    if args.results is not None:
+        write_results(args.results, report)
     return 0
 
 
