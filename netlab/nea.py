@@ -35,6 +35,11 @@ from netlab.run import run
 
 CONNECTED = "Connected"
 FAILED = "Failed connectivity"
+# How long `status` names a daemon of the pair that died and was restarted: the
+# supervisor repairs it within a second, and an admin looking a little later should
+# still learn that the tunnel broke.
+RECENT_RESTART_SECONDS = 300
+_FRESH_START_EVENTS = ("nea-up", "nea-down", "reconnected")  # restarts before these are old news
 
 
 def tunnel_of(lab: Lab, key: str) -> Tunnel:
@@ -340,6 +345,23 @@ def probe(lab: Lab, tunnel: Tunnel, timeout: float = 1.0) -> bool:
     return done.returncode == 0
 
 
+def recent_restarts(lab: Lab, tunnel: Tunnel) -> list[dict[str, Any]]:
+    """Supervisor restarts of the pair's daemons in the last RECENT_RESTART_SECONDS,
+    since the pair was last powered on or reconnected (oldest first)."""
+    names = {f"{kind}:{node}" for kind in ("wireguard", "proxyarp")
+             for node in (tunnel.tenant_nea, tunnel.sp_nea)}
+    since = time.time() - RECENT_RESTART_SECONDS
+    found: list[dict[str, Any]] = []
+    for event in lab.dir.events():
+        if event.get("time", 0) < since:
+            continue
+        if event.get("network") == tunnel.key and event.get("event") in _FRESH_START_EVENTS:
+            found = []
+        elif event.get("event") == "restarted" and event.get("process") in names:
+            found.append({"process": event["process"], "time": event["time"]})
+    return found
+
+
 def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Connected / Failed connectivity of a pair, and which hop is at fault."""
     tunnel = tunnel_of(lab, key)
@@ -361,13 +383,24 @@ def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dic
     with contextlib.suppress(Exception):
         handshake = wireguard.latest_handshake(tenant_node.netns, tunnel.tenant_wg)
     info["latest_handshake"] = handshake
+    restarts = recent_restarts(lab, tunnel)
+    info["recent_restarts"] = restarts
     if probe(lab, tunnel):
         info["connectivity"] = CONNECTED
         info["detail"] = "probe across the tunnel answered"
+        if restarts:
+            last = restarts[-1]
+            info["detail"] += (
+                f"; {last['process']} died and was restarted by the supervisor "
+                f"{time.time() - last['time']:.0f} s ago"
+                + (f" ({len(restarts)} restarts in {RECENT_RESTART_SECONDS // 60} min)"
+                   if len(restarts) > 1 else "")
+            )
         return info
     info["connectivity"] = FAILED
     if dead:
-        info["detail"] = f"not running: {', '.join(dead)}"
+        info["detail"] = (f"not running: {', '.join(dead)} (the supervisor restarts it; "
+                          "'netlab events' lists its restarts)")
         return info
     gateway = plan.topology.provider.gateway
     reach = run(["ping", "-c", "1", "-W", "1", str(gateway)], netns=tenant_node.netns,

@@ -535,6 +535,13 @@ def test_killed_wireguard_go_is_restarted_and_traffic_recovers(site: Site) -> No
     assert new is not None and new.pid != old.pid and is_alive(new)
     poll("the restart journaled", lambda: restarted_events(site, name), timeout=30)
     wait_connected(site)
+    # status says the tunnel broke and was repaired, not just "Connected"
+    tunnel = site.tunnel_status()
+    assert [r["process"] for r in tunnel["recent_restarts"]][-1] == name
+    assert f"{name} died and was restarted by the supervisor" in tunnel["detail"]
+    site.netlab("reconnect", "acme")  # a fresh start: the restart is old news
+    wait_connected(site)
+    assert site.tunnel_status()["recent_restarts"] == []
 
 
 def test_nea_down_removes_the_tunnel_and_up_brings_it_back(site: Site) -> None:

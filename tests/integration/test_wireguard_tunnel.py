@@ -8,6 +8,7 @@ The kernel backend is skipped, with its reason, where the kernel has no module.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -178,6 +179,26 @@ def test_ping_crosses_tunnel_after_handshake(tunnel: Tunnel):
             check=True,
         ).stdout
         assert "latest handshake" in shown
+
+
+def udp_receive_buffers(ns: str, port: int) -> list[int]:
+    """rb (receive buffer bytes) of every UDP socket bound to `port` in `ns`, from `ss -m`."""
+    done = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Huanm", f"sport = :{port}"],
+                          capture_output=True, text=True, check=True)
+    return [int(rb) for rb in re.findall(r"\brb(\d+)", done.stdout)]
+
+
+def test_tune_gives_wireguard_go_sockets_large_buffers(tunnel: Tunnel):
+    if tunnel.server_record is None:
+        pytest.skip("the kernel backend has no socket buffers to tune")
+    before = udp_receive_buffers(tunnel.pair.server_ns, LISTEN_PORT)
+    assert before and max(before) < wireguard.SOCKET_BUFFER_BYTES  # the host's default
+    tunnel.backend.tune(tunnel.server_record)
+    after = udp_receive_buffers(tunnel.pair.server_ns, LISTEN_PORT)
+    assert len(after) == len(before)
+    assert min(after) >= wireguard.SOCKET_BUFFER_BYTES  # the kernel doubles what is set
+    assert ping(tunnel.pair.client_ns, SERVER_TUNNEL).returncode == 0 or first_reply(
+        tunnel.pair.client_ns, SERVER_TUNNEL).returncode == 0
 
 
 def test_status_shows_peer_but_no_private_key(tunnel: Tunnel, tmp_path: Path):
