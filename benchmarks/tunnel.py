@@ -147,8 +147,9 @@ def wait_listening(netns: str, port: int, timeout: float = 5.0) -> None:
 
 
 def iperf(janitor: Janitor, server_ns: str, client_ns: str, address: str, logs: Path,
-          mss: int | None = None) -> dict:
-    """One iperf3 TCP run, client -> server; Gbit/s received and retransmits."""
+          mss: int | None = None, reverse: bool = False) -> dict:
+    """One iperf3 TCP run, client -> server (`reverse`: server -> client); Gbit/s received
+    and retransmits."""
     rec = start_process("iperf3-server", ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                         netns=server_ns, log_path=logs / "iperf3-server.log")
     janitor.records.append(rec)
@@ -157,6 +158,8 @@ def iperf(janitor: Janitor, server_ns: str, client_ns: str, address: str, logs: 
         argv = ["iperf3", "-c", address, "-p", str(IPERF_PORT), "-t", str(IPERF_SECONDS), "-J"]
         if mss is not None:
             argv += ["-M", str(mss)]
+        if reverse:
+            argv.append("-R")
         done = sh(argv, client_ns, timeout=IPERF_SECONDS + 30, check=False)
         try:
             report = json.loads(done.stdout)
@@ -344,6 +347,8 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         (f"bare {lab_backend} pair, as shipped", "bare"),
         (f"bare {lab_backend} pair, tuned like the NEAs", "tuned"),
         ("plain veth", "veth"),
+        ("reverse: acme/web@sp -> acme/db", "tunnel_rev"),
+        (f"reverse: bare {lab_backend} pair, tuned", "tuned_rev"),
     ]
     out = [
         f"date:     {utc_now()}",
@@ -375,16 +380,21 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         "  as shipped: default socket buffers, full-size segments (fragmented outside);",
         f"  tuned like the NEAs: {wireguard.SOCKET_BUFFER_BYTES >> 20} MiB socket buffers "
         f"(WireGuardBackend.tune), iperf3 -M {TUNNEL_TCP_MSS}",
-        "  (the NEAs' MSS clamp): the same settings, so only the path differs.",
+        "  (the NEAs' MSS clamp): the same settings, so only the path differs. The NEAs'",
+        "  links also receive with GRO in NAPI threads (netlab.net.nic); that is left out of",
+        "  the bare pair's one veth, where it lowers throughput (measured: ~0.65 -> ~0.5).",
     ]
     tunnel = med([r["gbps"] for r in tput["tunnel"]])
     veth = med([r["gbps"] for r in tput["veth"]])
     ratio = tunnel / med([r["gbps"] for r in tput["tuned"]])
     shipped_ratio = tunnel / med([r["gbps"] for r in tput["bare"]])
+    reverse_ratio = med([r["gbps"] for r in tput["tunnel_rev"]]) / med(
+        [r["gbps"] for r in tput["tuned_rev"]])
     out += [
         "",
         f"tunnel / bare pair tuned like the NEAs: {ratio:.0%}; tunnel / bare pair as shipped: "
         f"{shipped_ratio:.0%}; tunnel / veth: {tunnel / veth:.1%}",
+        f"reverse (replica -> db) / bare pair tuned, reverse: {reverse_ratio:.0%}",
         "",
         f"NEA pair on -> first reply db -> replica (ping -i 0.005, ARP cache flushed), "
         f"median of {args.bringup_runs}, ms",
@@ -456,7 +466,8 @@ def main() -> int:
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr)
 
-    tput: dict[str, list[dict]] = {"tunnel": [], "bare": [], "tuned": [], "veth": []}
+    tput: dict[str, list[dict]] = {"tunnel": [], "bare": [], "tuned": [], "veth": [],
+                                   "tunnel_rev": [], "tuned_rev": []}
     load_at_start = loadavg()
     try:
         with sigterm_as_keyboard_interrupt():
@@ -474,6 +485,11 @@ def main() -> int:
                                            BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS))
                 tput["veth"].append(iperf(janitor, pair.server_ns, pair.client_ns,
                                           BARE_SERVER, logs))
+                tput["tunnel_rev"].append(iperf(janitor, replica_ns, db_ns, REPLICA_IP, logs,
+                                                reverse=True))
+                tput["tuned_rev"].append(iperf(janitor, tuned.server_ns, tuned.client_ns,
+                                               BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS,
+                                               reverse=True))
                 progress(f"iperf3 round {run + 1}/{args.runs}: " + ", ".join(
                     f"{k} {v[-1]['gbps']:.3f} Gbit/s" for k, v in tput.items()))
             bringup = measure_bringup(janitor, lab, args.bringup_runs, progress)

@@ -34,6 +34,7 @@ from netlab.net.namespaces import (
     write_sysctl,
 )
 from netlab.net.nft import start_rulesets
+from netlab.net.nic import tune_nea_links
 from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, Port, build_plan, lab_prefix
 from netlab.processes import (
@@ -303,6 +304,7 @@ class Lab:
             points = {vm.name: pool.submit(self._first_restore_point, plan, vm, seed)
                       for vm, seed in zip(vms, seeds, strict=True) if vm in replicated}
             _plumb(plan)
+            links_tuned = tune_nea_links(plan.nea_links)
             progress(f"{len(plan.namespaces)} namespaces plumbed in "
                      f"{time.monotonic() - started:.2f} s")
             # Waited for before the DHCP lease and before the lab is marked up: no traffic
@@ -326,6 +328,9 @@ class Lab:
                     state.setdefault("processes", {}).update(
                         {r.name: r.to_dict() | {"supervised": True} for r in records})
             rulesets_applied()
+            for warning in links_tuned():
+                progress(f"warning: {warning}")
+                self.dir.journal("warning", message=warning)
             leases = {vm.name: lease_address(vm.netns, vm.port.name, run_dir)
                       for vm in vms if vm.dhcp}
             replicas = {name: {"state": REPLICA_NORMAL, "replication": "active",

@@ -154,6 +154,16 @@ class Tunnel:
 
 
 @dataclass(frozen=True)
+class NeaLink:
+    """One link of an NEA: its end in the NEA, and the end enslaved to a segment's bridge."""
+
+    netns: str
+    ifname: str
+    segment_netns: str
+    segment_ifname: str
+
+
+@dataclass(frozen=True)
 class DhcpServer:
     tenant: str
     network: str
@@ -198,6 +208,17 @@ class LabPlan:
 
     def tunnel_for(self, tenant: str, network: str) -> Tunnel | None:
         return self.tunnels.get(f"{tenant}/{network}")
+
+    @property
+    def nea_links(self) -> list[NeaLink]:
+        """Every link of every NEA: the tenant NEA's LAN, the SP NEA's core and cloud."""
+        found = []
+        for tunnel in self.tunnels.values():
+            for name in (tunnel.tenant_nea, tunnel.sp_nea):
+                node = self.nodes[name]
+                found += [NeaLink(node.netns, port.name, self.segments[port.segment].netns,
+                                  port.bridge_port) for port in node.ports]
+        return found
 
 
 def check_lab_name(lab: str) -> str:

@@ -258,6 +258,45 @@ def test_gateway_ruleset_is_loaded(default_lab: LabEnv) -> None:
 # ----- status -------------------------------------------------------------------------
 
 
+def ethtool_features(netns: str, ifname: str) -> dict[str, bool]:
+    from pyroute2.ethtool.ioctl import IoctlEthtool
+
+    from netlab.net.namespaces import inside
+
+    with inside(netns):
+        ethtool = IoctlEthtool(ifname)
+    try:
+        features = ethtool.get_features()
+        # iterating the list itself yields tuples, its keys() the names
+        return {name: features.is_active(name) for name in features.keys()}  # noqa: SIM118
+    finally:
+        ethtool.close()
+
+
+def test_nea_links_receive_like_nics(default_lab: LabEnv) -> None:
+    plan = build_plan(default_lab.name, load_topology())
+    links = plan.nea_links
+    assert len(links) == 6  # per tenant network: the tenant NEA's LAN, the SP NEA's two
+    for link in links:
+        segment_end = ethtool_features(link.segment_netns, link.segment_ifname)
+        assert segment_end["rx-gro"] and segment_end["rx-udp-gro-forwarding"], link
+        threaded = subprocess.run(
+            ["ip", "netns", "exec", link.segment_netns, "cat",
+             f"/sys/class/net/{link.segment_ifname}/threaded"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        assert threaded in ("1", "enabled"), link
+        nea_end = ethtool_features(link.netns, link.ifname)
+        assert not any(on for name, on in nea_end.items()
+                       if name.startswith("tx-tcp") and name.endswith("-segmentation")), link
+        qdisc = subprocess.run(in_netns(link.netns, "tc", "qdisc", "show", "dev", link.ifname),
+                               capture_output=True, text=True, check=True).stdout
+        assert qdisc.startswith("qdisc pfifo_fast "), qdisc
+    # other links keep the veth defaults: a VM's port has no NAPI thread
+    vm_port = plan.nodes["acme/db"].ports[0]
+    segment = plan.segments[vm_port.segment].netns
+    assert not ethtool_features(segment, vm_port.bridge_port)["rx-gro"]
+
+
 def test_status_lists_every_node_and_vm(default_lab: LabEnv) -> None:
     status = default_lab.status()
     plan = build_plan(default_lab.name, load_topology())
