@@ -88,7 +88,7 @@ def undo_command(tenant: str, yes: bool, lab_name: str | None, as_json: bool) ->
 @reports_errors
 def retry_command(tenant: str, restore_point: str | None, lab_name: str | None,
                   as_json: bool) -> None:
-    """Start again the VMs of a running plan whose start failed."""
+    """Start again the VMs of a running plan that failed, or finish an interrupted start."""
     from netlab.orchestrator import cloud_plan
 
     report = cloud_plan.retry(_lab(lab_name), tenant, restore_point, say=_progress(as_json))
@@ -109,6 +109,10 @@ def status_command(tenant: str, lab_name: str | None, as_json: bool) -> None:
         _print_json(data)
         return
     click.echo(f"plan {tenant}: {data['status']}")
+    if data["interrupted"]:
+        gateway = "" if data["gateway_taken"] else " before the SP NEA took the gateway role"
+        click.echo(f"  interrupted{gateway}: 'netlab plan retry {tenant}' finishes it, "
+                   f"'netlab plan undo {tenant}' rolls it back")
     for step in data["steps"]:
         result = step["result"] or {}
         detail = result.get("status", "-")

@@ -37,6 +37,7 @@ as ``plan-<command>:<step>``; the plan's record is ``state["plans"][tenant]``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ from netlab.plan import (
     Tunnel,
     chain,
 )
-from netlab.processes import ProcessRecord, stop_process
+from netlab.processes import ProcessRecord, process_start_time, stop_process
 from netlab.run import run
 from netlab.topology.model import FailoverPlan
 
@@ -252,6 +253,28 @@ def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
         state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
 
 
+def _owner(command: str = "start") -> dict[str, Any]:
+    """Who runs a plan command: found dead later, the command was interrupted."""
+    pid = os.getpid()
+    return {"command": command, "pid": pid, "start_time": process_start_time(pid)}
+
+
+def interrupted(record: dict[str, Any]) -> bool:
+    """True when the plan's last start or retry died before it finished (kill -9, a crash)."""
+    owner = record.get("owner")
+    return bool(owner) and process_start_time(owner["pid"]) != owner["start_time"]
+
+
+def _update_record(lab: Lab, tenant: str, **fields: Any) -> None:
+    with lab.dir.update() as state:
+        record = state.setdefault("plans", {}).setdefault(tenant, {})
+        for key, value in fields.items():
+            if value is None:
+                record.pop(key, None)
+            else:
+                record[key] = value
+
+
 def _set_result(lab: Lab, tenant: str, vm: str, result: dict[str, Any]) -> None:
     with lab.dir.update() as state:
         state.setdefault("plans", {}).setdefault(tenant, {}).setdefault("results", {})[vm] = \
@@ -313,7 +336,12 @@ def start(lab: Lab, tenant: str, restore_point: str | None = None,
     recover_interrupted(lab, say)
     with _held(lab, tenant, fp, "plan start"):
         state = lab.dir.read()
-        if _record(state, tenant).get("status") == RUNNING:
+        record = _record(state, tenant)
+        if record.get("status") == RUNNING and interrupted(record):
+            raise PreconditionFailed(
+                f"the cloud failover plan of {tenant} was started and interrupted: 'netlab "
+                f"plan retry {tenant}' finishes it, 'netlab plan undo {tenant}' rolls it back")
+        if record.get("status") == RUNNING:
             raise PreconditionFailed(
                 f"the cloud failover plan of {tenant} is already running; see 'netlab plan "
                 f"status {tenant}', or 'netlab plan undo {tenant}' first")
@@ -321,36 +349,52 @@ def start(lab: Lab, tenant: str, restore_point: str | None = None,
         with lab.dir.update() as now:
             now.setdefault("plans", {})[tenant] = {
                 "status": RUNNING, "vms": vms, "results": {}, "started": time.time(),
-                "restore_point": restore_point or "latest",
+                "restore_point": restore_point or "latest", "owner": _owner(),
+                "gateway_taken": False,
             }
         lab.dir.journal("plan-start:start", tenant=tenant, vms=vms,
                         restore_point=restore_point or "latest")
         say(f"plan {tenant}: {', '.join(vms)}")
         _take_gateway_role(lab, tenant, fp, say)
+        _update_record(lab, tenant, gateway_taken=True)
         results = _start_replicas(lab, tenant, fp, vms, restore_point, "plan-start", say)
         lab.dir.journal("plan-start:done", tenant=tenant, results=results)
+        _update_record(lab, tenant, owner=None)
     return PlanReport(tenant, "start", RUNNING, results)
 
 
 def retry(lab: Lab, tenant: str, restore_point: str | None = None,
           say: Say = _quiet) -> PlanReport:
-    """Start again the VMs of a running plan whose start failed."""
+    """Start again the VMs of a running plan whose start failed, or finish a start that
+    was interrupted (the gateway role if it was not taken yet, then every VM not up)."""
+    from netlab.orchestrator.operations import recover_interrupted
+
     lab.require_up()
     fp = _failover_plan(lab, tenant)
+    recover_interrupted(lab, say)
     with _held(lab, tenant, fp, "plan retry"):
         record = _record(lab.dir.read(), tenant)
         if record.get("status") != RUNNING:
             raise PreconditionFailed(f"the cloud failover plan of {tenant} is not running; "
                                      f"'netlab plan start {tenant}' first")
+        if interrupted(record):
+            say(f"finishing the interrupted 'plan {record['owner'].get('command', 'start')}' "
+                f"of {tenant}")
+        _update_record(lab, tenant, owner=_owner("retry"))
+        if not record.get("gateway_taken", True):
+            _take_gateway_role(lab, tenant, fp, say)
+            _update_record(lab, tenant, gateway_taken=True)
         failed = [vm for vm in record.get("vms", [])
                   if record.get("results", {}).get(vm, {}).get("status") != SUCCESS]
         if not failed:
-            say("no VM of the plan failed: nothing to retry")
+            say("every VM of the plan is up: nothing to retry")
+            _update_record(lab, tenant, owner=None)
             return PlanReport(tenant, "retry", RUNNING, {})
         which = restore_point or record.get("restore_point")
         lab.dir.journal("plan-retry:start", tenant=tenant, vms=failed)
         results = _start_replicas(lab, tenant, fp, failed, which, "plan-retry", say)
         lab.dir.journal("plan-retry:done", tenant=tenant, results=results)
+        _update_record(lab, tenant, owner=None)
     return PlanReport(tenant, "retry", RUNNING, results)
 
 
@@ -757,6 +801,8 @@ def status(lab: Lab, tenant: str) -> dict[str, Any]:
     return {
         "tenant": tenant,
         "status": record.get("status", NOT_STARTED),
+        "interrupted": running and interrupted(record),
+        "gateway_taken": running and record.get("gateway_taken", True),
         "started": record.get("started"),
         "restore_point": record.get("restore_point") if running else None,
         "steps": steps,
@@ -780,6 +826,7 @@ def plans_summary(lab: Lab, state: dict[str, Any]) -> dict[str, Any]:
         running = record.get("status") == RUNNING
         out[tenant] = {
             "status": record.get("status", NOT_STARTED),
+            "interrupted": running and interrupted(record),
             "vms": {vm: record.get("results", {}).get(vm, {}).get("status", "pending")
                     for vm in record.get("vms", [])} if running else {},
         }

@@ -22,6 +22,8 @@ def _set_power(lab: Lab, node: Node, power: str) -> None:
 
 def _stop_workload(lab: Lab, node: Node, force: bool = False) -> None:
     name = f"httpd:{node.name}"
+    if name not in lab.dir.read().get("processes", {}):
+        return  # the usual case at power-on: no state write
     with lab.dir.update() as state:
         data = state.get("processes", {}).pop(name, None)
     if data:
@@ -29,6 +31,8 @@ def _stop_workload(lab: Lab, node: Node, force: bool = False) -> None:
 
 
 def _start_workload(lab: Lab, node: Node, root: Path) -> None:
+    # one that is recorded already (a power-on interrupted after it) would hold port 80
+    _stop_workload(lab, node, force=True)
     rec = start_http_server(f"httpd:{node.name}", node.netns, root, lab.dir.sub("logs"))
     with lab.dir.update() as state:
         state.setdefault("processes", {})[rec.name] = rec.to_dict() | {"supervised": True}

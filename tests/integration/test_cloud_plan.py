@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LabEnv
+from conftest import LabEnv, netlab_argv
 
 from netlab.topology.loader import default_topology_text
 
@@ -259,3 +262,47 @@ def test_plan_join_retry(lab_env: LabEnv, tmp_path: Path) -> None:
 def lab_events(lab: LabEnv) -> list[dict[str, Any]]:
     return run_json(lab, "events")
 
+
+
+def test_interrupted_plan_start_is_finished_by_retry(lab_env: LabEnv) -> None:
+    """kill -9 of `plan start` after its first VM is up (2 s before the next): the plan
+    says it was interrupted, a second start is refused, and retry finishes it."""
+    lab = lab_env
+    lab.netlab("up")
+    before = provider_side(lab)
+    lab.netlab("vm", "stop", "acme/edge")
+    proc = subprocess.Popen([*netlab_argv(), "plan", "start", "acme"], env=lab.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(e["event"] == "plan-start:booted" for e in lab_events(lab)):
+            assert proc.poll() is None and time.monotonic() < deadline, "plan start ended early"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    status = run_json(lab, "plan", "status", "acme")
+    assert status["status"] == "running" and status["interrupted"] and status["gateway_taken"]
+    results = {s["vm"]: (s["result"] or {}).get("status") for s in status["steps"]}
+    assert results == {"acme/db": "success", "acme/app": None, "acme/web": None}
+    text = lab.netlab("plan", "status", "acme").stdout
+    assert "interrupted: 'netlab plan retry acme' finishes it" in text
+    refused = lab.netlab("plan", "start", "acme", check=False)
+    assert refused.returncode != 0
+    assert "interrupted: 'netlab plan retry acme' finishes it" in refused.stderr
+
+    report = run_json(lab, "plan", "retry", "acme")
+    assert {vm: r["status"] for vm, r in report["results"].items()} == {
+        "acme/app": "success", "acme/web": "success"}
+    status = run_json(lab, "plan", "status", "acme")
+    assert not status["interrupted"]
+    assert set(replica_states(lab).items()) >= {(vm, "Failover") for vm in ORDER}
+    with internet_probe(lab) as probe:
+        page = in_netns(probe, "curl", "-s", "-m", "3", f"http://{PUBLIC}/").stdout
+        assert "tenant acme, vm web" in page
+
+    lab.netlab("plan", "undo", "acme", "--yes")
+    assert all(state == "Normal" for state in replica_states(lab).values())
+    assert_same(before, provider_side(lab))
