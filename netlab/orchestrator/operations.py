@@ -426,20 +426,30 @@ def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
 
 
 def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
-    with _lifecycle(lab, vm_names, "undo-failback", say) as (vms, state, op):
-        plan = lab.plan()
-        for vm in vms:
-            if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
-                power.power_off(lab, vm)
-            replica = plan.nodes[f"{vm.name}@sp"]
-            if state.get("nodes", {}).get(replica.name, {}).get("power") != "on":
-                power.start_replica(lab, replica)
-            _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value)
-        for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
-            nea.nea_up(lab, key)
-            nea.sync_proxies(lab, key)
+    with _lifecycle(lab, vm_names, "undo-failback", say) as (vms, _, op):
+        _back_to_replicas(lab, vms, ReplicaState.FAILOVER)
         op.log(1, "back-to-replica", "running on the replicas again (Failover)")
     return OperationResult("undo-failback", [v.name for v in vms])
+
+
+def _back_to_replicas(lab: Lab, vms: list[Node], then: ReplicaState) -> None:
+    """Sources off, replicas on, NEA pairs on with the replicas proxied, state `then`.
+
+    Each part is skipped when already so: also the roll-back of a switch cut short
+    at any step."""
+    plan = lab.plan()
+    state = lab.dir.read()
+    for vm in vms:
+        if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
+            power.power_off(lab, vm)
+        replica = plan.nodes[f"{vm.name}@sp"]
+        if state.get("nodes", {}).get(replica.name, {}).get("power") != "on":
+            power.start_replica(lab, replica)
+        _set_replica(lab, vm.name, state=then.value)
+    for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
+        if plan.tunnels.get(key) is not None:
+            nea.nea_up(lab, key)  # idempotent
+            nea.sync_proxies(lab, key)
 
 
 # ----- replication and VM power ------------------------------------------------------
@@ -528,6 +538,17 @@ def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
     elif op["command"] == "undo":
         _roll_back_failover(lab, vms, say)
         outcome = f"finished the interrupted undo of {', '.join(vms)}"
+    elif op["command"] == "failback":
+        # only the copy had begun; the replicas never stopped: Failover again
+        for name in vms:
+            _set_replica(lab, name, state=ReplicaState.FAILOVER.value)
+        outcome = (f"rolled back the interrupted failback of {', '.join(vms)} (step "
+                   f"{op['step']}): the replicas still run (Failover); run failback again")
+    elif op["command"] == "switch":
+        plan = lab.plan()
+        _back_to_replicas(lab, [plan.nodes[n] for n in vms], ReplicaState.READY_TO_SWITCH)
+        outcome = (f"rolled back the interrupted switch of {', '.join(vms)} (step "
+                   f"{op['step']}): the replicas run again (Ready to switch); run switch again")
     else:
         outcome = (f"found an interrupted '{op['command']}' of {', '.join(vms)} at step "
                    f"{op['step']}; its replicas keep their recorded state, run it again")

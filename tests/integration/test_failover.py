@@ -357,30 +357,30 @@ def test_permanent_failover_makes_the_replica_production() -> None:
 # ----- crash safety ------------------------------------------------------------------
 
 
-def _kill_failover_after(lab: LabRun, step: str) -> int:
-    """Start `netlab failover acme/web`, SIGKILL it once it journaled `failover:<step>`."""
+def _kill_failover_after(lab: LabRun, step: str, command: str = "failover") -> int:
+    """Start `netlab COMMAND acme/web`, SIGKILL it once it journaled `COMMAND:<step>`."""
     since = time.time()
-    proc = subprocess.Popen(lab.argv("failover", "acme/web", "--json"), env=lab.env,
+    proc = subprocess.Popen(lab.argv(command, "acme/web", "--json"), env=lab.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             names = {e["event"] for e in lab.events() if e["time"] >= since}
-            if f"failover:{step}" in names:
+            if f"{command}:{step}" in names:
                 proc.send_signal(signal.SIGKILL)
                 break
             if proc.poll() is not None:
-                pytest.fail(f"failover ended (rc {proc.returncode}) before step {step}")
+                pytest.fail(f"{command} ended (rc {proc.returncode}) before step {step}")
             time.sleep(0.0005)
         else:
-            pytest.fail(f"failover never reached step {step}")
+            pytest.fail(f"{command} never reached step {step}")
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
     names = [e["event"] for e in lab.events() if e["time"] >= since]
-    assert "failover:done" not in names, "killed too late: the failover had finished"
-    return STEPS.index(step) + 1
+    assert f"{command}:done" not in names, f"killed too late: the {command} had finished"
+    return STEPS.index(step) + 1 if command == "failover" else 0
 
 
 # every step but the last, after which the failover has nothing left to roll back
@@ -415,3 +415,47 @@ def test_killed_failover_is_rolled_back_by_the_next_command(normal: LabRun, step
     assert lab.curl("acme/db").strip()
     lab.cli("undo", "--yes", "acme/web")
     assert lab.overlay_mounts() == []
+
+
+@pytest.mark.parametrize("step", ["replica-off", "copy"])
+def test_killed_switch_is_rolled_back_and_runs_again(normal: LabRun, step: str) -> None:
+    """kill -9 of `switch` after it stopped the replica (or after its copy): the next
+    command brings the replica back (Ready to switch, served through the tunnel), and
+    switch then completes with what the replica wrote."""
+    lab = normal
+    lab.json("failover", "acme/web")
+    mnt = storage.replica_serving_path(lab.replica("acme/web"))
+    lab.exec("acme/web@sp", "sh", "-c", f"echo during > {mnt}/switch.txt")
+    lab.cli("failback", "acme/web")
+    _kill_failover_after(lab, step, command="switch")
+
+    done = lab.cli("failover", "acme/kiosk", ok=False)  # refused, but recovers first
+    assert re.search(r"rolled back the interrupted switch of acme/web \(step \d\): the "
+                     r"replicas run again \(Ready to switch\)", done.stderr), done.stderr
+    assert lab.state()["operation"] is None
+    web = lab.vm("acme/web")
+    assert web["replica_state"] == "Ready to switch" and web["power"] == "off"
+    assert lab.status()["neas"]["acme/lan"]["power"] == "on"
+    assert lab.curl("acme/db").strip()  # the replica answers at .11 through the tunnel
+
+    lab.cli("switch", "acme/web")
+    lab.cli("commit", "acme/web")
+    web = lab.vm("acme/web")
+    assert web["replica_state"] == "Normal" and web["power"] == "on"
+    assert (lab.disk("acme/web") / "switch.txt").read_text() == "during\n"
+    assert lab.status()["neas"]["acme/lan"]["power"] == "off"
+
+
+def test_killed_failback_is_rolled_back_and_runs_again(normal: LabRun) -> None:
+    lab = normal
+    lab.json("failover", "acme/web")
+    _kill_failover_after(lab, "source-off", command="failback")
+    done = lab.cli("failover", "acme/kiosk", ok=False)
+    assert "rolled back the interrupted failback of acme/web" in done.stderr, done.stderr
+    assert lab.vm("acme/web")["replica_state"] == "Failover"
+    assert lab.curl("acme/db").strip()
+    lab.cli("failback", "acme/web")
+    assert lab.vm("acme/web")["replica_state"] == "Ready to switch"
+    lab.cli("switch", "acme/web")
+    lab.cli("commit", "acme/web")
+    assert lab.vm("acme/web")["replica_state"] == "Normal"
