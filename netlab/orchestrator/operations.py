@@ -364,17 +364,21 @@ def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) 
 
 def permanent(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
     with _lifecycle(lab, vm_names, "permanent", say) as (vms, _, op):
-        plan = lab.plan()
         for vm in vms:
-            replica = plan.nodes[f"{vm.name}@sp"]
-            power._stop_workload(lab, replica)
-            storage.commit_delta(lab.replica_dir(vm.name))
-            power.start_replica(lab, replica)
-            _set_replica(lab, vm.name, state=ReplicaState.PERMANENT.value, restore_point=None,
-                         replication="excluded")
+            _make_permanent(lab, vm.name)
         op.log(1, "commit", "deltas committed into the replica disks, restore points removed, "
                "sources excluded from replication: the replicas are production now")
     return OperationResult("permanent", [v.name for v in vms])
+
+
+def _make_permanent(lab: Lab, name: str) -> None:
+    """One replica becomes production; repeatable after a crash (commit_delta resumes)."""
+    replica = lab.plan().nodes[f"{name}@sp"]
+    power._stop_workload(lab, replica)
+    storage.commit_delta(lab.replica_dir(name))
+    power.start_replica(lab, replica)
+    _set_replica(lab, name, state=ReplicaState.PERMANENT.value, restore_point=None,
+                 replication="excluded")
 
 
 def failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
@@ -418,11 +422,15 @@ def switch(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
 def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
     with _lifecycle(lab, vm_names, "commit", say) as (vms, _, op):
         for vm in vms:
-            storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True)
-            _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
-                         replication="active")
+            _commit_failback(lab, vm.name)
         op.log(1, "commit", "failback committed: replicas Normal, replication resumes")
     return OperationResult("commit", [v.name for v in vms])
+
+
+def _commit_failback(lab: Lab, name: str) -> None:
+    storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True)
+    _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
+                 replication="active")
 
 
 def undo_failback(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
@@ -549,6 +557,14 @@ def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
         _back_to_replicas(lab, [plan.nodes[n] for n in vms], ReplicaState.READY_TO_SWITCH)
         outcome = (f"rolled back the interrupted switch of {', '.join(vms)} (step "
                    f"{op['step']}): the replicas run again (Ready to switch); run switch again")
+    elif op["command"] in _FINISHED_AFTER_A_CRASH:
+        before, finish = _FINISHED_AFTER_A_CRASH[op["command"]]
+        plan = lab.plan()
+        state = lab.dir.read()
+        left = [n for n in vms if _replica_state(state, n) in before]
+        for name in left:
+            finish(lab, plan.nodes[name])
+        outcome = f"finished the interrupted {op['command']} of {', '.join(vms)}"
     else:
         outcome = (f"found an interrupted '{op['command']}' of {', '.join(vms)} at step "
                    f"{op['step']}; its replicas keep their recorded state, run it again")
@@ -557,6 +573,20 @@ def recover_interrupted(lab: Lab, say: Say = _quiet) -> str | None:
     lab.dir.journal("recovered", message=outcome)
     say(outcome)
     return outcome
+
+
+# Decisions an administrator took that a crash must not turn back: the next command
+# finishes them for the VMs still in the state the command left (each step repeatable).
+_FINISHED_AFTER_A_CRASH: dict[
+    str, tuple[frozenset[ReplicaState], Callable[[Lab, Node], None]]
+] = {
+    "permanent": (frozenset({ReplicaState.FAILOVER}),
+                  lambda lab, vm: _make_permanent(lab, vm.name)),
+    "commit": (frozenset({ReplicaState.FAILBACK}),
+               lambda lab, vm: _commit_failback(lab, vm.name)),
+    "undo-failback": (frozenset({ReplicaState.FAILBACK, ReplicaState.READY_TO_SWITCH}),
+                      lambda lab, vm: _back_to_replicas(lab, [vm], ReplicaState.FAILOVER)),
+}
 
 
 def _roll_back_failover(lab: Lab, vm_names: list[str], say: Say) -> None:

@@ -459,3 +459,55 @@ def test_killed_failback_is_rolled_back_and_runs_again(normal: LabRun) -> None:
     lab.cli("switch", "acme/web")
     lab.cli("commit", "acme/web")
     assert lab.vm("acme/web")["replica_state"] == "Normal"
+
+
+def _crashed(lab: LabRun, command: str, vm: str = "acme/web") -> None:
+    """Record `command` on `vm` as an operation whose process died before its first step
+    (what a SIGKILL right after the operation record leaves)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with LabDir(lab.name, lab.root).update() as state:
+        state["operation"] = {"command": command, "vms": [vm], "pid": gone.pid,
+                              "start_time": 1, "started": time.time(), "step": 0}
+
+
+def test_crashed_commit_and_undo_failback_are_finished_by_the_next_command(
+    normal: LabRun,
+) -> None:
+    lab = normal
+    lab.json("failover", "acme/web")
+    lab.cli("failback", "acme/web")
+    lab.cli("switch", "acme/web")
+    _crashed(lab, "undo-failback")
+    done = lab.cli("failover", "acme/kiosk", ok=False)
+    assert "finished the interrupted undo-failback of acme/web" in done.stderr, done.stderr
+    web = lab.vm("acme/web")
+    assert web["replica_state"] == "Failover" and web["power"] == "off"
+    assert lab.status()["neas"]["acme/lan"]["power"] == "on"
+    assert lab.curl("acme/db").strip()  # the replica again, through the tunnel
+
+    lab.cli("failback", "acme/web")
+    lab.cli("switch", "acme/web")
+    _crashed(lab, "commit")
+    done = lab.cli("failover", "acme/kiosk", ok=False)
+    assert "finished the interrupted commit of acme/web" in done.stderr, done.stderr
+    assert lab.vm("acme/web")["replica_state"] == "Normal"
+    assert lab.overlay_mounts() == []
+    assert lab.state()["operation"] is None
+
+
+def test_crashed_permanent_failover_is_finished_by_the_next_command() -> None:
+    with lab_up() as lab:
+        lab.json("failover", "acme/web")
+        mnt = lab.replica("acme/web") / "mnt"
+        lab.exec("acme/web@sp", "sh", "-c", f"echo committed > {mnt}/p.txt")
+        lab.cli("vm", "fail", "acme/web")
+        _crashed(lab, "permanent")
+        done = lab.cli("failover", "acme/kiosk", ok=False)
+        assert "finished the interrupted permanent of acme/web" in done.stderr, done.stderr
+        web = lab.vm("acme/web")
+        assert web["replica_state"] == "Permanent failover" and web["replication"] == "excluded"
+        serving = storage.replica_serving_path(lab.replica("acme/web"))
+        assert (serving / "p.txt").read_text() == "committed\n"
+        assert "acme/web" in lab.curl("acme/db")
+        assert lab.overlay_mounts() == []
