@@ -20,16 +20,23 @@ import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
+from pathlib import Path
 from typing import Any
 
 from netlab import wireguard
 from netlab.errors import NetlabError, PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
 from netlab.net import links
-from netlab.net.namespaces import Netlink
+from netlab.net.namespaces import Netlink, pids_in_namespaces
 from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
-from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
+from netlab.processes import (
+    ProcessRecord,
+    is_alive,
+    process_start_time,
+    start_process,
+    stop_process,
+)
 from netlab.proxyarp.client import ProxyArpClient
 from netlab.run import run
 
@@ -162,6 +169,8 @@ def stop_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
         records = _records(state, name)
         state.get("processes", {}).pop(name, None)
     backend = backend_for(lab)
+    if backend.name != "kernel" and not records:
+        records = _unrecorded(node.netns, ["wireguard-go", "-f", ifname])
     if backend.name == "kernel" or records:
         backend.destroy(node.netns, ifname, records[0] if records else None)
     if side == "sp":
@@ -212,8 +221,29 @@ def stop_proxy_daemon(lab: Lab, node_name: str) -> None:
     with lab.dir.update() as state:
         records = _records(state, name)
         state.get("processes", {}).pop(name, None)
+    if not records:
+        node = lab.plan().nodes[node_name]
+        records = _unrecorded(node.netns, [sys.executable, "-m", "netlab.proxyarp"])
     for rec in records:
         stop_process(rec)
+
+
+def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
+    """Processes of an NEA that a crash dropped from the state before it stopped them
+    (the record goes first, so that the supervisor does not restart what is being
+    stopped): found in the NEA's namespace by the command line netlab gave them."""
+    found = []
+    for pid in pids_in_namespaces([netns]):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if [a.decode(errors="replace") for a in argv[:len(argv_prefix)]] == argv_prefix:
+            start = process_start_time(pid)
+            if start is not None:
+                found.append(ProcessRecord(name=f"{argv_prefix[-1]} in {netns}", pid=pid,
+                                           start_time=start))
+    return found
 
 
 # ----- the pair ----------------------------------------------------------------------

@@ -455,9 +455,14 @@ def _back_to_replicas(lab: Lab, vms: list[Node], then: ReplicaState) -> None:
             power.start_replica(lab, replica)
         _set_replica(lab, vm.name, state=then.value)
     for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
-        if plan.tunnels.get(key) is not None:
-            nea.nea_up(lab, key)  # idempotent
-            nea.sync_proxies(lab, key)
+        if plan.tunnels.get(key) is None:
+            continue
+        if lab.dir.read().get("neas", {}).get(key, {}).get("power") != "on":
+            # a switch cut short while powering the pair off may have left a daemon
+            # running without its record: settle the pair before starting it
+            nea.nea_down(lab, key)
+            nea.nea_up(lab, key)
+        nea.sync_proxies(lab, key)
 
 
 # ----- replication and VM power ------------------------------------------------------

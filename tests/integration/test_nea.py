@@ -45,6 +45,7 @@ from netlab.processes import (
     stop_process,
 )
 from netlab.run import in_netns
+from netlab.state import LabDir
 
 pytestmark = [
     pytest.mark.root,
@@ -542,6 +543,25 @@ def test_killed_wireguard_go_is_restarted_and_traffic_recovers(site: Site) -> No
     site.netlab("reconnect", "acme")  # a fresh start: the restart is old news
     wait_connected(site)
     assert site.tunnel_status()["recent_restarts"] == []
+
+
+def test_nea_down_stops_daemons_a_crash_dropped_from_the_state(site: Site) -> None:
+    """A netlab killed while powering a pair off may have removed a daemon's record and
+    not yet the daemon: the next nea down finds it in the NEA's namespace, and nea up
+    works again."""
+    names = ("wireguard:acme/nea-lan", "proxyarp:sp/nea-acme-lan")
+    orphans = [site.record(name) for name in names]
+    assert all(rec is not None and is_alive(rec) for rec in orphans)
+    with LabDir(site.name, site.state_dir / site.name).update() as state:
+        for name in names:
+            state["processes"].pop(name)
+    try:
+        site.netlab("nea", "down", "acme")
+        assert not any(is_alive(rec) for rec in orphans if rec is not None)
+    finally:
+        site.netlab("nea", "up", "acme")
+    wait_connected(site)
+    assert site.ping("acme/db", REPLICA_IP)
 
 
 def test_nea_down_removes_the_tunnel_and_up_brings_it_back(site: Site) -> None:
