@@ -40,7 +40,7 @@ from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, Port, build_plan, la
 from netlab.processes import (
     ProcessRecord,
     is_alive,
-    process_start_time,
+    record_of,
     stop_processes,
 )
 from netlab.run import require_tool
@@ -399,11 +399,8 @@ class Lab:
         namespaces = list_namespaces(self.prefix)
         # Processes inside the lab's namespaces that the state no longer knows of
         # (state lost in a crash): found by namespace, so nothing else is touched.
-        strays = []
-        for pid, netns in pids_in_namespaces(namespaces).items():
-            start = process_start_time(pid)
-            if start is not None:
-                strays.append(ProcessRecord(name=f"process in {netns}", pid=pid, start_time=start))
+        strays = [rec for pid, netns in pids_in_namespaces(namespaces).items()
+                  if (rec := record_of(pid, f"process in {netns}")) is not None]
         for rec in stop_processes(strays):
             report.processes.append(f"pid {rec.pid} in {rec.name.removeprefix('process in ')}")
         for sock in sorted(WIREGUARD_RUN_DIR.glob(f"{self.prefix}w*.sock")):

@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
-from pathlib import Path
 from typing import Any
 
 from netlab import wireguard
@@ -32,8 +31,9 @@ from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
 from netlab.processes import (
     ProcessRecord,
+    command_line,
     is_alive,
-    process_start_time,
+    record_of,
     start_process,
     stop_process,
 )
@@ -234,15 +234,11 @@ def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
     stopped): found in the NEA's namespace by the command line netlab gave them."""
     found = []
     for pid in pids_in_namespaces([netns]):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-        except OSError:
-            continue
-        if [a.decode(errors="replace") for a in argv[:len(argv_prefix)]] == argv_prefix:
-            start = process_start_time(pid)
-            if start is not None:
-                found.append(ProcessRecord(name=f"{argv_prefix[-1]} in {netns}", pid=pid,
-                                           start_time=start))
+        argv = command_line(pid)
+        if argv is not None and argv[:len(argv_prefix)] == argv_prefix:
+            rec = record_of(pid, f"{argv_prefix[-1]} in {netns}")
+            if rec is not None:
+                found.append(rec)
     return found
 
 

@@ -53,6 +53,24 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def command_line(pid: int) -> list[str] | None:
+    """The arguments `pid` runs with (from /proc), None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+
+
+def record_of(pid: int, name: str) -> ProcessRecord | None:
+    """A record of the running process `pid` (start time and arguments), None if it is
+    gone: for processes netlab finds rather than starts (after a crash, for cleanup)."""
+    start, argv = process_start_time(pid), command_line(pid)
+    if start is None or argv is None:
+        return None
+    return ProcessRecord(name, pid, start, argv)
+
+
 def is_alive(record: ProcessRecord) -> bool:
     """True when the recorded process still runs (and its pid was not reused)."""
     return process_start_time(record.pid) == record.start_time

@@ -13,12 +13,18 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from netlab import storage
 from netlab.lab import Lab
 from netlab.plan import NodeKind
-from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
+from netlab.processes import (
+    ProcessRecord,
+    command_line,
+    is_alive,
+    record_of,
+    start_process,
+    stop_process,
+)
 from netlab.workloads import start_dhcp_server, start_http_server
 
 POLL_SECONDS = 0.2
@@ -41,18 +47,11 @@ def find_supervisors(lab_name: str) -> list[ProcessRecord]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[:-1]
-        except OSError:
-            continue
-        args = [a.decode(errors="replace") for a in argv]
-        if args[1:] == wanted:
-            pid = int(entry.name)
-            from netlab.processes import process_start_time
-
-            start = process_start_time(pid)
-            if start is not None:
-                found.append(ProcessRecord("supervisor", pid, start, args))
+        args = command_line(int(entry.name))
+        if args is not None and args[1:] == wanted:
+            rec = record_of(int(entry.name), "supervisor")
+            if rec is not None:
+                found.append(rec)
     return found
 
 

@@ -61,7 +61,7 @@ from netlab.plan import (
     Tunnel,
     chain,
 )
-from netlab.processes import ProcessRecord, process_start_time, stop_process
+from netlab.processes import ProcessRecord, is_alive, record_of, stop_process
 from netlab.run import run
 from netlab.topology.model import FailoverPlan
 
@@ -255,14 +255,15 @@ def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
 
 def _owner(command: str = "start") -> dict[str, Any]:
     """Who runs a plan command: found dead later, the command was interrupted."""
-    pid = os.getpid()
-    return {"command": command, "pid": pid, "start_time": process_start_time(pid)}
+    rec = record_of(os.getpid(), f"plan {command}")
+    assert rec is not None  # this very process
+    return rec.to_dict()
 
 
 def interrupted(record: dict[str, Any]) -> bool:
     """True when the plan's last start or retry died before it finished (kill -9, a crash)."""
     owner = record.get("owner")
-    return bool(owner) and process_start_time(owner["pid"]) != owner["start_time"]
+    return bool(owner) and not is_alive(ProcessRecord.from_dict(owner))
 
 
 def _update_record(lab: Lab, tenant: str, **fields: Any) -> None:
@@ -378,8 +379,7 @@ def retry(lab: Lab, tenant: str, restore_point: str | None = None,
             raise PreconditionFailed(f"the cloud failover plan of {tenant} is not running; "
                                      f"'netlab plan start {tenant}' first")
         if interrupted(record):
-            say(f"finishing the interrupted 'plan {record['owner'].get('command', 'start')}' "
-                f"of {tenant}")
+            say(f"finishing the interrupted '{record['owner']['name']}' of {tenant}")
         _update_record(lab, tenant, owner=_owner("retry"))
         if not record.get("gateway_taken", True):
             _take_gateway_role(lab, tenant, fp, say)
