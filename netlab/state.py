@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netlab import faults
 from netlab.errors import OperationLocked
 
 DEFAULT_STATE_DIR = "/var/lib/netlab"
@@ -183,6 +184,7 @@ class LabDir:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        faults.checkpoint(event)
         return record
 
     def events(self) -> list[dict[str, Any]]:
