@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare this machine to run netlab: Debian packages, the .venv, the `netlab` command.
 #
-#   sudo scripts/setup.sh [--with-graphviz] [--reinstall]
+#   scripts/setup.sh [--up] [--with-graphviz] [--reinstall]
 #
+# Runs as root; a user with sudo rights is switched to root through sudo (scripts/root.sh).
 # Idempotent and quick on re-runs: apt-get runs only when a package is missing,
 # pip only when pyproject.toml changed since the last successful install.
 # Works from any directory; the repository is found from this script's path.
@@ -13,15 +14,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 usage() {
     cat <<'EOF'
-usage: sudo scripts/setup.sh [--with-graphviz] [--reinstall]
+usage: scripts/setup.sh [--up] [--with-graphviz] [--reinstall]
 
-Installs what netlab needs on a Debian/Ubuntu machine (as root):
+Installs what netlab needs on a Debian/Ubuntu machine, as root (a user with sudo
+rights is switched to root through sudo):
   - Debian packages: iproute2 util-linux nftables wireguard-tools wireguard-go
     dnsmasq-base busybox iputils-arping iputils-ping tcpdump iperf3 curl
     python3-venv python3-pip procps
   - the virtualenv <repo>/.venv (from /usr/bin/python3) with `pip install -e '.[test]'`
-  - the link /usr/local/bin/netlab -> <repo>/.venv/bin/netlab (so `sudo netlab ...` works)
+  - the link /usr/local/bin/netlab -> <repo>/.venv/bin/netlab ($NETLAB_LINK overrides
+    where the link goes), so `netlab ...` works from anywhere
 
+  --up             then bring up the default lab (netlab up)
   --with-graphviz  also install graphviz (topology drawings)
   --reinstall      run pip even if pyproject.toml has not changed
 EOF
@@ -32,8 +36,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 with_graphviz=0
 reinstall=0
+bring_up=0
 for arg in "$@"; do
     case "$arg" in
+        --up) bring_up=1 ;;
         --with-graphviz) with_graphviz=1 ;;
         --reinstall) reinstall=1 ;;
         -h | --help) usage; exit 0 ;;
@@ -41,7 +47,9 @@ for arg in "$@"; do
     esac
 done
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (netlab creates namespaces and installs packages): sudo $0 $*"
+# shellcheck source=scripts/root.sh
+source "$(dirname "${BASH_SOURCE[0]}")/root.sh"
+become_root "$0" "$@"
 command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
     || die "apt-get not found: netlab's setup supports Debian and Ubuntu only"
 
@@ -116,7 +124,7 @@ if [[ $owner != 0:0 ]]; then
 fi
 
 # ---------------------------------------------------------------- the netlab command
-link=/usr/local/bin/netlab
+link=${NETLAB_LINK:-/usr/local/bin/netlab}
 if [[ "$(readlink "$link" 2>/dev/null || true)" != "$venv/bin/netlab" ]]; then
     ln -sfn "$venv/bin/netlab" "$link"
     say "linked $link -> $venv/bin/netlab"
@@ -131,4 +139,8 @@ if [[ -d /sys/module/wireguard ]] \
 else
     say "WireGuard: no kernel module here; the userspace wireguard-go will be used"
 fi
-say "done. Next: sudo netlab up   (tests: sudo scripts/test.sh)"
+if ((bring_up)); then
+    say "netlab up"
+    exec "$venv/bin/netlab" up
+fi
+say "done. Next: netlab up (as root; otherwise sudo netlab up). Tests: scripts/test.sh"

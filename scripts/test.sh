@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole check, as the README says: sudo scripts/test.sh [pytest args...]
+# The whole check, as the README says: scripts/test.sh [pytest args...]
+# Runs as root; a user with sudo rights is switched to root through sudo (scripts/root.sh).
 #
 # 1. scripts/setup.sh (packages, .venv, the netlab command; quick when nothing changed)
 # 2. ruff check netlab tests benchmarks
 # 3. pytest -q: unit and integration tests (integration tests need root: real namespaces)
 #
-# Extra arguments go to pytest, e.g. `sudo scripts/test.sh tests/unit -x`.
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
 # NETLAB_TEST_TIMEOUT (seconds, default 780, 0 = none) bounds the pytest run so CI stays
 # under 15 minutes; on expiry pytest gets SIGINT, so fixtures still tear their labs down.
 set -euo pipefail
@@ -15,10 +16,9 @@ cd "$repo"
 
 say() { printf 'test: %s\n' "$*"; }
 
-if [[ $(id -u) -ne 0 ]]; then
-    say "error: must run as root (setup installs packages; integration tests create namespaces): sudo $0 $*" >&2
-    exit 1
-fi
+# shellcheck source=scripts/root.sh
+source scripts/root.sh
+become_root "$repo/scripts/test.sh" "$@"
 
 scripts/setup.sh
 
