@@ -9,7 +9,7 @@
 become_root() {
     [[ $(id -u) -eq 0 ]] && return 0
     local script=$1; shift
-    local how="run it as root (in a root shell: $script $*)"
+    local how="run it as root (in a root shell: $script${*:+ $*})"
     if ! command -v sudo >/dev/null 2>&1; then
         printf '%s: error: needs root, and sudo is not installed: %s\n' \
             "$(basename "$script")" "$how" >&2
