@@ -53,7 +53,9 @@ ACTIONS = ("failover", "undo", "failback")
 # Commands that discard data ask on a terminal; the page asked already.
 CONFIRMED_BY_PAGE = {"undo": "--yes"}
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+    # cytoscape sets styles of its own elements
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self' 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -163,10 +165,12 @@ class Watcher:
         while alive() and not stop.is_set():
             now = self.signature()
             if now != last or self.rebuild.is_set():
-                # stat before reading: a write during the build changes the signature again
+                # stat before reading: a write during the build changes the signature
+                # again, and the loop rebuilds at once instead of sleeping first
                 last = now
                 self.rebuild.clear()
                 self.publish(self.build())
+                continue
             stop.wait(POLL_SECONDS)
 
     def probe_forever(self, stop: threading.Event) -> None:
@@ -315,6 +319,7 @@ def create_app(hub: Hub) -> Starlette:
 
     routes = [
         Route("/", page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/snapshot", current),
         Route("/api/stream", stream),
         Route("/api/action", action, methods=["POST"]),
@@ -352,5 +357,10 @@ def serve(lab: str, sock: Any, allow_actions: bool) -> None:
     finally:
         stop.set()
         watcher.probe_now.set()
+        if hub.loop is not None:
+            # end the open event streams first: uvicorn waits for them, then cancels
+            # them with a logged traceback
+            with contextlib.suppress(RuntimeError):
+                hub.loop.call_soon_threadsafe(hub.stop)
         server.should_exit = True
         thread.join(timeout=5)
