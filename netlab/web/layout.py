@@ -26,8 +26,8 @@ from netlab.graph import (
 )
 from netlab.plan import LabPlan, Node, NodeKind
 
-COLUMN = 165  # pixels between two columns
-ROW = 62  # pixels between two nodes of a column
+COLUMN = 172  # pixels between two columns
+ROW = 66  # pixels between two nodes of a column
 RANKS = {
     NodeKind.VM: 0, NodeKind.TENANT_NEA: 0, NodeKind.EDGE: 2, NodeKind.GATEWAY: 4,
     NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8,

@@ -54,16 +54,16 @@ function ago(epoch) {
 
 const GRAPH_STYLE = [
   { selector: "node.node", style: {
-    "shape": "round-rectangle", "width": 128, "height": 46, "background-color": "data(fill)",
+    "shape": "round-rectangle", "width": 136, "height": 50, "background-color": "data(fill)",
     "border-width": 2, "border-color": "data(border)", "label": "data(label)",
-    "text-wrap": "wrap", "text-valign": "center", "font-size": 9, "color": "#222" } },
+    "text-wrap": "wrap", "text-valign": "center", "font-size": 10.5, "color": "#222" } },
   { selector: "node.node.off", style: { "border-style": "dashed", "color": "#777" } },
   { selector: "node.segment", style: {
-    "shape": "ellipse", "width": 112, "height": 40, "background-color": "#e8e8e8",
+    "shape": "ellipse", "width": 116, "height": 44, "background-color": "#e8e8e8",
     "border-width": 1, "border-color": "#777", "label": "data(label)", "text-wrap": "wrap",
-    "text-valign": "center", "font-size": 9 } },
+    "text-valign": "center", "font-size": 10 } },
   { selector: "node.site", style: {
-    "label": "data(label)", "text-valign": "top", "text-halign": "center", "font-size": 11,
+    "label": "data(label)", "text-valign": "top", "text-halign": "center", "font-size": 12,
     "padding": 14, "background-opacity": 0.5, "border-width": 1, "shape": "round-rectangle",
     "color": "#333" } },
   { selector: "node.tenant", style: { "background-color": "#f7fbff", "border-color": "#6fa8dc" } },
@@ -74,7 +74,7 @@ const GRAPH_STYLE = [
   { selector: "edge.tunnel", style: {
     "width": 3, "line-style": "dashed", "curve-style": "unbundled-bezier",
     "control-point-distances": -50, "line-color": "#bbb", "label": "data(label)",
-    "font-size": 9, "text-wrap": "wrap", "text-background-color": "#ffffff",
+    "font-size": 10, "text-wrap": "wrap", "text-background-color": "#ffffff",
     "text-background-opacity": 0.85, "target-arrow-shape": "triangle",
     "target-arrow-color": "#bbb", "color": "#666" } },
   { selector: "edge.tunnel.connected", style: {
