@@ -283,6 +283,7 @@ function render(data) {
   message.textContent = data.up ? warnings.join("\n") : data.message;
   drawLegend();
   if (data.up) drawGraph(data.elements, data.tunnels);
+  else if (cy) { cy.destroy(); cy = null; structure = ""; }  // the lab went down
   drawOperation(data.operation);
   drawRecovery(data.recoveries || [], data.vms || []);
   drawTunnels(data.tunnels || {});
