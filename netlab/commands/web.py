@@ -83,4 +83,4 @@ def web(port: int, bind: str, lab_name: str | None, allow_actions: bool,
     click.echo(f"netlab web: http://{shown}:{actual}/ (lab {name}, {mode}; Ctrl-C stops)")
     from netlab.web.app import serve
 
-    serve(name, sock, allow_actions)
+    serve(name, sock, allow_actions, remote=not is_loopback(bind))

@@ -307,7 +307,42 @@ def action_report(command: str, vm: str, code: int, out: str, err: str) -> dict[
             "message": message, "warnings": list(dict.fromkeys(warnings)), "result": result}
 
 
-def create_app(hub: Hub) -> Starlette:
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names a loopback address ("127.0.0.1:8080", "[::1]:80", ...)."""
+    import ipaddress
+
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackHostOnly:
+    """Refuse requests whose Host is not a loopback name (ASGI middleware).
+
+    Stops DNS rebinding: another site whose name resolves to 127.0.0.1 would
+    otherwise be "same origin" for the browser, read the lab and post actions.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if not loopback_host(host):
+                refused = _refuse(400, f"refused: Host {host!r} is not a loopback name")
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(hub: Hub, loopback_only: bool = True) -> Starlette:
+    """The app; `loopback_only` False accepts any Host (a server bound with --allow-remote)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.hub = hub
@@ -325,18 +360,25 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/action", action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    from starlette.middleware import Middleware
+
+    middleware = [Middleware(LoopbackHostOnly)] if loopback_only else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
-def serve(lab: str, sock: Any, allow_actions: bool) -> None:
-    """Serve the page on a bound socket until SIGINT/SIGTERM; call on the main thread."""
+def serve(lab: str, sock: Any, allow_actions: bool, remote: bool = False) -> None:
+    """Serve the page on a bound socket until SIGINT/SIGTERM; call on the main thread.
+
+    `remote`: bound to a non-loopback address (--allow-remote), any Host name is fine.
+    """
     import signal
 
     import uvicorn
 
     hub = Hub(lab, allow_actions)
     config = uvicorn.Config(
-        create_app(hub), log_level="warning", access_log=False, lifespan="on",
+        create_app(hub, loopback_only=not remote), log_level="warning", access_log=False,
+        lifespan="on",
         # open event streams never end by themselves: do not wait for them on shutdown
         timeout_graceful_shutdown=1,
     )

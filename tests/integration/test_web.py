@@ -175,10 +175,10 @@ def replica_state(lab: LabEnv, vm: str) -> str:
     return {v["name"]: v for v in lab.status()["vms"]}[vm]["replica_state"]
 
 
-def post_action(url: str, command: str, vm: str) -> tuple[int, dict[str, Any]]:
+def post_action(url: str, command: str, vm: str, **headers: str) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         url + "api/action", data=json.dumps({"command": command, "vm": vm}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        headers={"Content-Type": "application/json", **headers}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -212,6 +212,9 @@ def test_page_shows_every_node_and_read_only_refuses_actions(
             code, body = post_action(url, command, "acme/web")
             assert code == 403, body
             assert "read-only" in body["message"]
+        # a page reached by another name (DNS rebinding to 127.0.0.1) gets nothing
+        code, body = post_action(url, "failover", "acme/web", Host="evil.example")
+        assert code == 400 and "loopback" in body["message"]
         assert len(json.loads(lab_env.netlab("events", "--json").stdout)) == events_before
         assert replica_state(lab_env, "acme/web") == "Normal"
         assert page.errors == []
@@ -276,6 +279,11 @@ def test_failover_button_runs_the_cli_and_shows_its_refusals(
         page.once("dialog", lambda dialog: dialog.dismiss())  # "cancel" runs nothing
         page.click(button)
         assert page.is_hidden("#action-result")
+        assert replica_state(lab_env, "acme/web") == "Normal"
+
+        # another site's page in the same browser may post to localhost: refused
+        code, body = post_action(url, "failover", "acme/web", Origin="http://evil.example")
+        assert code == 403, body
         assert replica_state(lab_env, "acme/web") == "Normal"
 
         page.once("dialog", lambda dialog: dialog.accept())

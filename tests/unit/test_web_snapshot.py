@@ -7,7 +7,7 @@ import pytest
 from netlab.plan import LabPlan, NodeKind, build_plan
 from netlab.topology import load_topology
 from netlab.web import layout, snapshot
-from netlab.web.app import action_argv, action_report
+from netlab.web.app import action_argv, action_report, loopback_host
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +135,12 @@ def test_action_reports_carry_the_cli_lines() -> None:
                          "warning: undo discards everything\n")
     assert done["ok"] and done["message"] == "undo: acme/web done"
     assert done["warnings"] == ["undo discards everything"]
+
+
+@pytest.mark.parametrize(("host", "ok"), [
+    ("127.0.0.1:8080", True), ("localhost:8080", True), ("LOCALHOST", True), ("[::1]:8080", True),
+    ("[::1]", True), ("127.0.0.2", True), ("evil.example:8080", False), ("", False),
+    ("10.0.0.1:8080", False), ("127.0.0.1.evil.example", False),
+])
+def test_only_loopback_host_names_reach_a_loopback_server(host: str, ok: bool) -> None:
+    assert loopback_host(host) is ok
