@@ -433,6 +433,7 @@ EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.validate:validate",
     "netlab.commands.demo:demo",
     "netlab.commands.cloud_plan:plan_group",
+    "netlab.commands.web:web",
 ]
 
 

@@ -42,6 +42,7 @@ REQUIRED_PACKAGES = {
     "python3-venv",
     "python3-pip",
     "procps",
+    "chromium",  # netlab web's browser tests
 }
 
 
