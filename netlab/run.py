@@ -97,7 +97,6 @@ class Outcome:
 
 def run_side_by_side(
     jobs: dict[Hashable, tuple[str | None, Sequence[str]]], timeout: float = 10,
-    input: dict[Hashable, str] | None = None,
 ) -> dict[Hashable, Outcome]:
     """Run every (netns, argv) job at once; their outcomes by key. A hung job counts as failed.
 
@@ -109,13 +108,12 @@ def run_side_by_side(
         require_tool(argv[0])
         procs[key] = subprocess.Popen(
             in_netns(netns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if input and key in input else subprocess.DEVNULL, text=True)
+            stdin=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     out = {}
     for key, proc in procs.items():
         try:
-            stdout, stderr = proc.communicate(
-                input=(input or {}).get(key), timeout=max(0.1, deadline - time.monotonic()))
+            stdout, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             out[key] = Outcome(proc.returncode, stdout, stderr)
         except subprocess.TimeoutExpired:
             proc.kill()

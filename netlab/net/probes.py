@@ -55,20 +55,34 @@ class ArpAnswer:
         return len(self.macs) > 1
 
 
+def arp_probe_argv(jobs: Sequence[ArpJob], window: float = ARP_WINDOW) -> list[str]:
+    """The argv of the child that probes `jobs`, to run beside other probes.
+
+    The jobs travel as one JSON argument (~60 bytes a job, far below the 128 KiB
+    a single argument may have).
+    """
+    payload = json.dumps({"window": window,
+                          "jobs": [[j.netns, j.iface, j.address] for j in jobs]})
+    return [sys.executable, "-m", "netlab.net.probes", payload]
+
+
+def arp_answers(jobs: Sequence[ArpJob], returncode: int, stdout: str,
+                stderr: str) -> list[ArpAnswer]:
+    """The child's answers to `jobs`, in their order; raises when the child itself failed."""
+    if returncode != 0:
+        reason = (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
+        raise NetlabError(f"the ARP probe failed: {reason}")
+    rows = json.loads(stdout)
+    return [ArpAnswer(j.address, list(r.get("macs", [])), r.get("error", ""))
+            for j, r in zip(jobs, rows, strict=True)]
+
+
 def arp_probe(jobs: Sequence[ArpJob], window: float = ARP_WINDOW) -> list[ArpAnswer]:
     """Answers to `jobs`, in their order, all probed at once in one child process."""
     if not jobs:
         return []
-    payload = json.dumps({"window": window,
-                          "jobs": [[j.netns, j.iface, j.address] for j in jobs]})
-    done = run([sys.executable, "-m", "netlab.net.probes"], input=payload, check=False,
-               timeout=window + 20)
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise NetlabError(f"the ARP probe failed: {reason}")
-    rows = json.loads(done.stdout)
-    return [ArpAnswer(j.address, list(r.get("macs", [])), r.get("error", ""))
-            for j, r in zip(jobs, rows, strict=True)]
+    done = run(arp_probe_argv(jobs, window), check=False, timeout=window + 20)
+    return arp_answers(jobs, done.returncode, done.stdout, done.stderr)
 
 
 def answering_macs(netns: str, iface: str, address: str) -> list[str]:
@@ -165,7 +179,7 @@ def probe_here(jobs: list[tuple[str, str, str]], window: float) -> list[dict[str
 
 
 def main() -> int:
-    request = json.loads(sys.stdin.read())
+    request = json.loads(sys.argv[1])
     rows = probe_here([tuple(j) for j in request["jobs"]], float(request["window"]))
     json.dump(rows, sys.stdout)
     return 0
