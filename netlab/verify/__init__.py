@@ -38,7 +38,8 @@ from netlab.verify.topology_tests import run_test, test_targets
 
 __all__ = [
     "EXIT_FAILED", "EXIT_NOTHING_TESTED", "EXIT_PASSED", "CheckResult", "Context", "Target",
-    "exit_code", "interface_mac", "neighbour_entry", "run_targets", "select", "validate",
+    "UnknownCheck", "UnknownNode", "check_names", "exit_code", "interface_mac",
+    "neighbour_entry", "run_targets", "select", "validate",
 ]
 
 BUILTIN: tuple[Check, ...] = (NEIGHBOURS_CHECK, REPLICA_CHECK, PUBLISHED_CHECK,
@@ -153,5 +154,3 @@ def neighbour_entry(node: Node, address: str) -> dict[str, str] | None:
 def interface_mac(netns: str, ifname: str) -> str:
     return probes.interface_mac(netns, ifname)
 
-
-__all__ += ["UnknownCheck", "UnknownNode", "check_names"]
