@@ -22,6 +22,7 @@ What is drawn:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import Any
 
@@ -206,6 +207,18 @@ def to_dot(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
             node_line(node, "  ")
 
     out.append("")
+    out += _port_edges(plan, state)
+    out.append("")
+    out += _tunnel_edges(plan, state)
+    out.append("")
+    out.append(_legend())
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _port_edges(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
+    """Each veth as an edge from its node to its segment."""
+    out = []
     for node in plan.nodes.values():
         off = node_power(node, state) != "on"
         for port in node.ports:
@@ -219,8 +232,12 @@ def to_dot(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
             if _rank(node) > _segment_rank(port.segment):
                 ends.reverse()
             out.append(f"  {ends[0]} -> {ends[1]} [{', '.join(attrs)}];")
+    return out
 
-    out.append("")
+
+def _tunnel_edges(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
+    """Each WireGuard tunnel: tenant NEA -> sp/cgw -> SP NEA, dashed and bold."""
+    out = []
     for key, tunnel in plan.tunnels.items():
         on = (state or {}).get("neas", {}).get(key, {}).get("power") == "on"
         color = TUNNEL_ON if on else OFF_LINE
@@ -233,11 +250,7 @@ def to_dot(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
             f"  {_q('sp/cgw')} -> {_q(tunnel.sp_nea)} "
             f"[label={_q(f'DNAT {tunnel.tunnel_port} -> {tunnel.listen_port}')}, {common}];"
         )
-
-    out.append("")
-    out.append(_legend())
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return out
 
 
 _NODE_RANKS = {
@@ -279,12 +292,16 @@ def _legend() -> str:
 # ----- text --------------------------------------------------------------------------
 
 
-def _tree(lines: list[str], items: list[tuple[str, list]], prefix: str = "") -> None:
-    """Append a box-drawing tree of (text, children) items to `lines`."""
-    for i, (text, children) in enumerate(items):
-        last = i == len(items) - 1
-        lines.append(f"{prefix}{'└── ' if last else '├── '}{text}")
-        _tree(lines, children, prefix + ("    " if last else "│   "))
+def _render_tree(tree: Any) -> str:
+    """A rich Tree as plain text: no colour, no wrapping, no trailing blanks."""
+    from rich.console import Console
+
+    out = io.StringIO()
+    # wide enough that no label wraps; a terminal or a pipe scrolls sideways
+    console = Console(file=out, width=1000, color_system=None, emoji=False, highlight=False,
+                      markup=False, legacy_windows=False)
+    console.print(tree)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
 
 def _node_text(
@@ -301,36 +318,30 @@ def _members(plan: LabPlan, segment: str) -> Iterable[Node]:
 
 
 def to_ascii(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
-    """The lab as a text tree per site, for a terminal."""
+    """The lab as a text tree per site, for a terminal (drawn by rich's Tree)."""
+    from rich.tree import Tree
+
     width = max(len(n) for n in plan.nodes)
+    root = Tree(_title(plan, state), guide_style="")
 
-    def seg_children(segment: str) -> list[tuple[str, list]]:
-        return [(_node_text(n, plan, state, width, segment), []) for n in _members(plan, segment)]
+    def segment(parent: Any, label: str, name: str) -> None:
+        branch = parent.add(f"{label} {plan.segments[name].subnet}")
+        for n in _members(plan, name):
+            branch.add(_node_text(n, plan, state, width, name))
 
-    sites: list[tuple[str, list]] = []
-    sites.append((f"internet {plan.segments['inet'].subnet}", seg_children("inet")))
+    segment(root, "internet", "inet")
     for tenant_name, tenant in plan.topology.tenants.items():
-        children = [
-            (f"LAN {tenant_name}/{net} {plan.segments[f'{tenant_name}/{net}'].subnet}",
-             seg_children(f"{tenant_name}/{net}"))
-            for net in tenant.networks
-        ]
-        sites.append((f"tenant {tenant_name} (production site)", children))
-    provider = [(f"SP core {plan.segments['sp/core'].subnet}", seg_children("sp/core"))]
-    provider += [
-        (f"cloud network {key} {plan.segments[f'sp/{key}'].subnet}", seg_children(f"sp/{key}"))
-        for key in plan.tunnels
-    ]
-    sites.append(("service provider (sp)", provider))
-    tunnels = []
+        site = root.add(f"tenant {tenant_name} (production site)")
+        for net in tenant.networks:
+            segment(site, f"LAN {tenant_name}/{net}", f"{tenant_name}/{net}")
+    provider = root.add("service provider (sp)")
+    segment(provider, "SP core", "sp/core")
+    for key in plan.tunnels:
+        segment(provider, f"cloud network {key}", f"sp/{key}")
+    tunnels = root.add("WireGuard tunnels (NEA pairs)")
     for key, t in plan.tunnels.items():
         on = (state or {}).get("neas", {}).get(key, {}).get("power") == "on"
-        tunnels.append((
-            f"{key}: {t.tenant_nea} ==udp/{t.tunnel_port}==> sp/cgw {t.endpoint.split(':')[0]} "
-            f"==DNAT udp/{t.listen_port}==> {t.sp_nea}  [{'on' if on else 'off'}]",
-            [],
-        ))
-    sites.append(("WireGuard tunnels (NEA pairs)", tunnels))
-    lines = [_title(plan, state)]
-    _tree(lines, sites)
-    return "\n".join(lines) + "\n"
+        tunnels.add(f"{key}: {t.tenant_nea} ==udp/{t.tunnel_port}==> sp/cgw "
+                    f"{t.endpoint.split(':')[0]} ==DNAT udp/{t.listen_port}==> {t.sp_nea}  "
+                    f"[{'on' if on else 'off'}]")
+    return _render_tree(root)

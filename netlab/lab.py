@@ -181,10 +181,10 @@ def _create_namespace(name: str, sysctls: dict[str, str | int]) -> socket.socket
 class Lab:
     """One lab on this machine, by name."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, state_root: Path | None = None) -> None:
         lab_prefix(name)  # validates the name
         self.name = name
-        self.dir = LabDir.of(name)
+        self.dir = LabDir.of(name, state_root)
         self._plan: LabPlan | None = None
 
     # ----- what the lab is -------------------------------------------------

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 from netlab.errors import ToolFailed, ToolMissing
 
@@ -82,3 +84,50 @@ def run(
         reason = detail[-1] if detail else f"exit status {done.returncode}"
         raise ToolFailed(f"'{' '.join(argv)}'{where} failed: {reason}")
     return done
+
+
+@dataclass
+class Outcome:
+    """How one program of `run_side_by_side` ended (124: it did not finish in time)."""
+
+    returncode: int
+    stdout: str
+    stderr: str = ""
+
+
+def run_side_by_side(
+    jobs: dict[Hashable, tuple[str | None, Sequence[str]]], timeout: float = 10,
+) -> dict[Hashable, Outcome]:
+    """Run every (netns, argv) job at once; their outcomes by key. A hung job counts as failed.
+
+    Probes spend their time waiting for answers: started together, N of them take
+    as long as the slowest one, not the sum.
+    """
+    procs = {}
+    for key, (netns, argv) in jobs.items():
+        require_tool(argv[0])
+        procs[key] = subprocess.Popen(
+            in_netns(netns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout
+    out = {}
+    for key, proc in procs.items():
+        try:
+            stdout, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            out[key] = Outcome(proc.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            out[key] = Outcome(124, stdout, stderr + f"\ntimed out after {timeout} s")
+    return out
+
+
+def run_bytes(argv: Sequence[str], input: bytes, timeout: float = 60) -> tuple[int, bytes, str]:
+    """Run a filter on bytes (e.g. Graphviz's dot): (exit status, stdout bytes, stderr text)."""
+    require_tool(argv[0])
+    try:
+        done = subprocess.run(list(argv), input=input, capture_output=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolFailed(f"'{' '.join(argv)}' did not finish within {timeout} s") from exc
+    return done.returncode, done.stdout, done.stderr.decode(errors="replace")

@@ -92,8 +92,9 @@ class LabDir:
     root: Path
 
     @classmethod
-    def of(cls, lab: str) -> LabDir:
-        return cls(lab, state_root() / lab)
+    def of(cls, lab: str, root: Path | None = None) -> LabDir:
+        """The directory of `lab` under `root` (default: $NETLAB_STATE_DIR, else /var/lib)."""
+        return cls(lab, (root if root is not None else state_root()) / lab)
 
     @property
     def state_file(self) -> Path:

@@ -37,7 +37,10 @@ def supervisor_argv(lab: str) -> list[str]:
 
 def start_supervisor(lab: Lab) -> ProcessRecord:
     log_path = lab.dir.sub("logs") / "supervisor.log"
-    return start_process("supervisor", supervisor_argv(lab.name), log_path=log_path)
+    # the lab's state directory goes to the child explicitly: the caller's may differ
+    # from this process's environment (netlab.api passes a state_dir)
+    env = {**os.environ, "NETLAB_STATE_DIR": str(lab.dir.root.parent)}
+    return start_process("supervisor", supervisor_argv(lab.name), log_path=log_path, env=env)
 
 
 def find_supervisors(lab_name: str) -> list[ProcessRecord]:

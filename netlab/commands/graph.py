@@ -38,17 +38,13 @@ def _plan_and_state(lab_name: str | None, topology: str | None) -> tuple[Any, di
 
 def render(dot_text: str, fmt: str) -> bytes:
     """DOT text through Graphviz `dot` into SVG or PNG bytes."""
-    import subprocess
-
-    from netlab.run import PACKAGE_OF, require_tool
+    from netlab.run import PACKAGE_OF, require_tool, run_bytes
 
     dot = require_tool("dot")  # names the graphviz package when it is missing
-    done = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
-                          check=False, timeout=60)
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
-        raise NetlabError(f"dot ({PACKAGE_OF['dot']}) failed: {reason}")
-    return done.stdout
+    code, out, err = run_bytes([dot, f"-T{fmt}"], dot_text.encode())
+    if code != 0:
+        raise NetlabError(f"dot ({PACKAGE_OF['dot']}) failed: {err.strip() or f'exit {code}'}")
+    return out
 
 
 @click.command()

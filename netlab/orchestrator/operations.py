@@ -19,6 +19,7 @@ from typing import Any
 from netlab import nea, storage
 from netlab.errors import PreconditionFailed, UnknownNode
 from netlab.lab import Lab
+from netlab.net import probes
 from netlab.orchestrator import power
 from netlab.orchestrator.states import RUNNING_AT_SP, ReplicaState, check_transition
 from netlab.plan import Node, NodeKind
@@ -134,13 +135,7 @@ def _first_reply(node: Node, address: str, timeout: float = 10.0) -> float | Non
 
 def answering_macs(node: Node, address: str) -> set[str]:
     """MACs that answer ARP for `address`, seen from `node` (two of them: an IP conflict)."""
-    done = run(["arping", "-c", "2", "-w", "2", "-I", node.port.name, address],
-               netns=node.netns, check=False, timeout=6)
-    macs = set()
-    for line in done.stdout.splitlines():
-        if "reply from" in line and "[" in line:
-            macs.add(line.split("[", 1)[1].split("]", 1)[0].lower())
-    return macs
+    return set(probes.answering_macs(node.netns, node.port.name, address))
 
 
 # ----- failover ----------------------------------------------------------------------

@@ -142,3 +142,13 @@ def test_graph_command_names_the_package_when_dot_is_missing(monkeypatch, tmp_pa
                                      str(tmp_path / "x.svg")])
     assert done.exit_code == 1
     assert "graphviz" in done.output and "apt-get install" in done.output
+
+
+def test_ascii_tree_has_one_branch_per_site_and_no_trailing_blanks(plan: LabPlan) -> None:
+    lines = to_ascii(plan).splitlines()
+    assert lines[0] == "netlab lab demo (plan)"
+    sites = [line for line in lines if line[:4] in ("├── ", "└── ")]
+    assert [s[4:].split(" (")[0].split(" 1")[0] for s in sites] == [
+        "internet", "tenant acme", "tenant globex", "service provider", "WireGuard tunnels"]
+    assert lines[-1].startswith("    └── globex/lan: ")
+    assert not [line for line in lines if line != line.rstrip()]
