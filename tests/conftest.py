@@ -310,7 +310,11 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]
 
 @pytest.fixture(scope="session")
 def default_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
-    """ONE default lab (DESIGN.md §5) shared by read-only tests; leak-checked at the end."""
+    """The default lab (docs/architecture.md#the-default-lab) shared by read-only tests.
+
+    Session-scoped: under pytest-xdist each worker brings up one of its own, under its
+    own name, so workers never share a lab. Leak-checked at the end of the session.
+    """
     skip_unless_root()
     lab = LabEnv(new_lab_name(), tmp_path_factory.mktemp("default-lab") / "state")
     try:
