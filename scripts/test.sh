@@ -4,10 +4,11 @@
 # 1. scripts/setup.sh (packages, .venv, the netlab command; quick when nothing changed)
 # 2. ruff check netlab tests benchmarks
 # 3. lint-imports: the layer contracts in pyproject.toml (docs/architecture.md#layers)
-# 4. pytest -q -n 4 --dist loadfile: unit and integration tests in 4 workers (integration
-#    tests need root: real namespaces). They mostly wait on the network, so 4 workers
-#    keep 2 cores busy; loadfile keeps a module's shared lab on one worker. Each worker
-#    brings up its own default lab; every test has its own lab name.
+# 4. pytest -q -n 4 --dist loadgroup: unit and integration tests in 4 workers
+#    (integration tests need root: real namespaces). They mostly wait on the network, so
+#    4 workers keep 2 cores busy. A module whose tests build on each other runs whole on
+#    one worker (tests/conftest.py, SPREAD_MODULES); every test has its own lab name,
+#    and each worker brings up its own default lab.
 #
 # Extra arguments go to pytest, e.g. `sudo scripts/test.sh tests/unit -x`; `-n 0` runs
 # serially, `-n N` with another N. NETLAB_TEST_WORKERS sets the default N.
@@ -52,7 +53,7 @@ for arg in "$@"; do  # the last -n wins, as in pytest
 done
 if [[ $workers == 0 ]]; then limit=${NETLAB_TEST_TIMEOUT:-900}; else limit=${NETLAB_TEST_TIMEOUT:-480}; fi
 
-pytest_args=(-q -n "${NETLAB_TEST_WORKERS:-4}" --dist loadfile)
+pytest_args=(-q -n "${NETLAB_TEST_WORKERS:-4}" --dist loadgroup)
 if [[ ${CI:-} == true ]]; then pytest_args+=(--durations=10); fi
 runner=()
 if [[ $limit != 0 ]]; then
