@@ -1,6 +1,4 @@
-"""Lifecycle operations of partial failover, each step journaled.
-
-The steps of failover: docs/architecture.md#data-flow-failover.
+"""Lifecycle operations, each step journaled (docs/architecture.md#data-flow-failover).
 
 Every operation checks all its preconditions before it changes anything, holds
 a per-VM lock for its whole run (a second netlab process is refused), and

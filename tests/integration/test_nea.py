@@ -1,6 +1,4 @@
-"""acme's NEA pair on a real lab, judged by what real tools see.
-
-docs/architecture.md#data-flow-failover (steps 4 and 6), #the-proxy-arp-daemon.
+"""acme's NEA pair, judged by what real tools see (docs/architecture.md#the-proxy-arp-daemon).
 
 One lab for the module (`t<6 hex>`, its own NETLAB_STATE_DIR): `netlab up`, `netlab nea
 up acme`, then the replica of acme/web is powered on by hand, the way the orchestrator
