@@ -101,8 +101,8 @@ else:
     class ModuleScheduling(LoadScopeScheduling):
         """--dist loadgroup with the groups of work_unit, the largest first.
 
-        xdist's own loadgroup reads xdist_group marks through a node id suffix that
-        pytest 9 no longer shows it, so the grouping is done here.
+        xdist's own loadgroup sends xdist_group marks as a suffix of item._nodeid, which
+        pytest 9's item.nodeid no longer reflects: its groups are lost, hence this.
         """
 
         def _split_scope(self, nodeid: str) -> str:
