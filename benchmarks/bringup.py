@@ -1,11 +1,11 @@
 """Bring-up benchmark: wall time of `netlab up` / `netlab down` against a plain `ip -batch`.
 
-Two labs: the default lab (DESIGN.md §5) and a generated one of 100 VMs across 10
-tenants (one network each, with its NEA pair, 10 static VMs, distinct tunnel ports
-and SP core addresses). Each is measured N times (median reported) next to a
-baseline that creates and deletes the same namespaces, bridges, veths, addresses
-and routes (taken from the same plan) with iproute2 batches and nothing else: no
-sysctls, nftables, workloads, disks or replicas.
+Two labs: the default lab (docs/architecture.md#the-default-lab) and a generated one of
+100 VMs across 10 tenants (one network each, with its NEA pair, 10 static VMs, distinct
+tunnel ports and SP core addresses). Each is measured N times (median reported) next to
+a baseline that creates and deletes the same namespaces, bridges, veths, addresses and
+routes (taken from the same plan) with iproute2 batches and nothing else: no sysctls,
+nftables, workloads, disks or replicas.
 
 iproute2 batch lines take no ``-n NS``, so the baseline is one ``ip -batch`` in
 the root namespace (``netns add``) plus one ``ip -n NS -batch -`` per namespace,

@@ -197,7 +197,7 @@ def make_lab(janitor: Janitor, progress) -> tuple:
 
 
 def power_on_replica_by_hand(lab) -> None:
-    """What failover will do for acme/web (DESIGN §2 step 3), done by hand."""
+    """What failover does for acme/web (docs/architecture.md#data-flow-failover, step 3)."""
     from netlab import nea
     from netlab.net import links
     from netlab.net.namespaces import Netlink

@@ -158,66 +158,82 @@ def to_dot(plan: LabPlan, state: dict[str, Any] | None = None) -> str:
         '  edge [fontname="Helvetica", fontsize=9, arrowhead=none, color="#555555"];',
         "",
     ]
-    placed: set[str] = set()
-
-    def node_line(node: Node, indent: str) -> None:
-        out.append(f"{indent}{_q(node.name)} [{_node_attrs(node, plan, state)}];")
-        placed.add(node.name)
-
-    out.append("  subgraph cluster_internet {")
-    out.append('    label="internet"; style="rounded,dashed"; color="#777777";')
-    out.append(_segment_line(plan, "inet", "inet", "    "))
-    out.append("  }")
-
-    for tenant_name, tenant in plan.topology.tenants.items():
-        out.append(f"  subgraph {_q('cluster_tenant_' + tenant_name)} {{")
-        out.append(f"    label={_q(f'tenant {tenant_name} (production site)')}; "
-                   'style="rounded,filled"; fillcolor="#f7fbff"; color="#6fa8dc";')
-        for net_name in tenant.networks:
-            out.append(_segment_line(plan, f"{tenant_name}/{net_name}",
-                                     f"LAN {tenant_name}/{net_name}", "    "))
-        for node in plan.nodes.values():
-            if node.tenant == tenant_name and node.kind in (
-                NodeKind.EDGE, NodeKind.VM, NodeKind.TENANT_NEA
-            ):
-                node_line(node, "    ")
-        out.append("  }")
-
-    out.append("  subgraph cluster_provider {")
-    out.append('    label="service provider (sp)"; style="rounded,filled"; '
-               'fillcolor="#fffaf0"; color="#e69138";')
-    out.append(_segment_line(plan, "sp/core", "SP core", "    "))
-    node_line(plan.nodes["sp/cgw"], "    ")
-    for key, tunnel in plan.tunnels.items():
-        out.append(f"    subgraph {_q('cluster_cloud_' + key)} {{")
-        out.append(f"      label={_q(f'cloud network {key}')}; style=\"rounded,filled\"; "
-                   'fillcolor="#fff2cc"; color="#bf9000";')
-        out.append(_segment_line(plan, f"sp/{key}", f"cloud {key}", "      "))
-        node_line(plan.nodes[tunnel.sp_nea], "      ")
-        for node in plan.nodes.values():
-            if (node.kind is NodeKind.REPLICA
-                    and f"{node.tenant}/{node.network}" == key):
-                node_line(node, "      ")
-        out.append("    }")
-    out.append("  }")
-
-    # anything a future node kind adds still appears, outside the clusters
-    for node in plan.nodes.values():
-        if node.name not in placed:
-            node_line(node, "  ")
-
+    out += _DotSites(plan, state).lines()
     out.append("")
-    out += _port_edges(plan, state)
+    out += _dot_links(plan, state)
     out.append("")
-    out += _tunnel_edges(plan, state)
+    out += _dot_tunnels(plan, state)
     out.append("")
     out.append(_legend())
     out.append("}")
     return "\n".join(out) + "\n"
 
 
-def _port_edges(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
-    """Each veth as an edge from its node to its segment."""
+class _DotSites:
+    """The clusters: internet, each tenant's site, the provider with its cloud networks."""
+
+    def __init__(self, plan: LabPlan, state: dict[str, Any] | None) -> None:
+        self.plan = plan
+        self.state = state
+        self.out: list[str] = []
+        self.placed: set[str] = set()
+
+    def node_line(self, node: Node, indent: str) -> None:
+        self.out.append(f"{indent}{_q(node.name)} [{_node_attrs(node, self.plan, self.state)}];")
+        self.placed.add(node.name)
+
+    def lines(self) -> list[str]:
+        plan, out = self.plan, self.out
+        out.append("  subgraph cluster_internet {")
+        out.append('    label="internet"; style="rounded,dashed"; color="#777777";')
+        out.append(_segment_line(plan, "inet", "inet", "    "))
+        out.append("  }")
+        for tenant_name in plan.topology.tenants:
+            self.tenant(tenant_name)
+        self.provider()
+        # anything a future node kind adds still appears, outside the clusters
+        for node in plan.nodes.values():
+            if node.name not in self.placed:
+                self.node_line(node, "  ")
+        return out
+
+    def tenant(self, tenant_name: str) -> None:
+        plan, out = self.plan, self.out
+        out.append(f"  subgraph {_q('cluster_tenant_' + tenant_name)} {{")
+        out.append(f"    label={_q(f'tenant {tenant_name} (production site)')}; "
+                   'style="rounded,filled"; fillcolor="#f7fbff"; color="#6fa8dc";')
+        for net_name in plan.topology.tenants[tenant_name].networks:
+            out.append(_segment_line(plan, f"{tenant_name}/{net_name}",
+                                     f"LAN {tenant_name}/{net_name}", "    "))
+        for node in plan.nodes.values():
+            if node.tenant == tenant_name and node.kind in (
+                NodeKind.EDGE, NodeKind.VM, NodeKind.TENANT_NEA
+            ):
+                self.node_line(node, "    ")
+        out.append("  }")
+
+    def provider(self) -> None:
+        plan, out = self.plan, self.out
+        out.append("  subgraph cluster_provider {")
+        out.append('    label="service provider (sp)"; style="rounded,filled"; '
+                   'fillcolor="#fffaf0"; color="#e69138";')
+        out.append(_segment_line(plan, "sp/core", "SP core", "    "))
+        self.node_line(plan.nodes["sp/cgw"], "    ")
+        for key, tunnel in plan.tunnels.items():
+            out.append(f"    subgraph {_q('cluster_cloud_' + key)} {{")
+            out.append(f"      label={_q(f'cloud network {key}')}; style=\"rounded,filled\"; "
+                       'fillcolor="#fff2cc"; color="#bf9000";')
+            out.append(_segment_line(plan, f"sp/{key}", f"cloud {key}", "      "))
+            self.node_line(plan.nodes[tunnel.sp_nea], "      ")
+            for node in plan.nodes.values():
+                if (node.kind is NodeKind.REPLICA
+                        and f"{node.tenant}/{node.network}" == key):
+                    self.node_line(node, "      ")
+            out.append("    }")
+        out.append("  }")
+
+
+def _dot_links(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
     out = []
     for node in plan.nodes.values():
         off = node_power(node, state) != "on"
@@ -235,8 +251,7 @@ def _port_edges(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _tunnel_edges(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
-    """Each WireGuard tunnel: tenant NEA -> sp/cgw -> SP NEA, dashed and bold."""
+def _dot_tunnels(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
     out = []
     for key, tunnel in plan.tunnels.items():
         on = (state or {}).get("neas", {}).get(key, {}).get("power") == "on"

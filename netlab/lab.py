@@ -35,7 +35,6 @@ from netlab.net.namespaces import (
 )
 from netlab.net.nft import start_rulesets
 from netlab.net.nic import tune_nea_links
-from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import NFT_TABLE, LabPlan, Node, NodeKind, Port, build_plan, lab_prefix
 from netlab.processes import (
     ProcessRecord,
@@ -43,6 +42,7 @@ from netlab.processes import (
     record_of,
     stop_processes,
 )
+from netlab.replica_state import RUNNING_AT_SP
 from netlab.run import require_tool
 from netlab.state import LabDir
 from netlab.topology import Topology, load_topology, parse_topology

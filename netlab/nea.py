@@ -27,7 +27,6 @@ from netlab.errors import NetlabError, PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
 from netlab.net import links
 from netlab.net.namespaces import Netlink, pids_in_namespaces
-from netlab.orchestrator.states import RUNNING_AT_SP
 from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
 from netlab.processes import (
     ProcessRecord,
@@ -38,6 +37,7 @@ from netlab.processes import (
     stop_process,
 )
 from netlab.proxyarp.client import ProxyArpClient
+from netlab.replica_state import RUNNING_AT_SP
 from netlab.run import run
 
 CONNECTED = "Connected"

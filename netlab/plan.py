@@ -44,9 +44,10 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
 
 from netlab.errors import TopologyError
-from netlab.topology.model import Topology
+from netlab.topology.model import Network, Tenant, Topology
 
 LAB_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,8}$")
 MAX_LINKS = 99_999
@@ -254,162 +255,132 @@ class _Namer:
 def build_plan(lab: str, topology: Topology) -> LabPlan:
     """Turn a validated topology into the concrete plan of lab `lab`."""
     check_lab_name(lab)
-    namer = _Namer(lab)
-    segments: dict[str, Segment] = {}
-    nodes: dict[str, Node] = {}
-    tunnels: dict[str, Tunnel] = {}
-    dhcp: list[DhcpServer] = []
-    provider = topology.provider
-    internet = topology.internet.subnet
-    core = provider.core_subnet
-
-    def segment(name: str, netns: str, subnet: IPv4Network) -> Segment:
-        seg = Segment(name=name, netns=netns, bridge=namer.single("b"), subnet=str(subnet))
-        segments[name] = seg
-        return seg
-
-    def port(role: str, seg: Segment, address: IPv4Address | None, **kw: bool) -> Port:
-        node_end, bridge_end = namer.link(role)
-        subnet = IPv4Network(seg.subnet)
-        addresses = (str(IPv4Interface(f"{address}/{subnet.prefixlen}")),) if address else ()
-        return Port(node_end, seg.name, bridge_end, addresses, **kw)
-
-    inet = segment("inet", f"{lab}-inet", internet)
-    sp_core = segment("sp/core", f"{lab}-sp.core", core)
-    gw_inet = port("g", inet, provider.gateway)
-    gw_core = port("g", sp_core, provider.core_gateway)
-    nodes["sp/cgw"] = Node(
-        "sp/cgw", NodeKind.GATEWAY, f"{lab}-sp.cgw", (gw_inet, gw_core), forwarding=True
-    )
-
+    builder = _PlanBuilder(lab, topology)
+    builder.provider_core()
     for tenant_name, tenant in topology.tenants.items():
-        lan_segments: dict[str, Segment] = {}
-        for net_name, net in tenant.networks.items():
-            lan_segments[net_name] = segment(
-                f"{tenant_name}/{net_name}", f"{lab}-{tenant_name}.{net_name}.sw", net.subnet
-            )
-        edge_uplink = port("e", inet, tenant.edge)
-        edge_lan_ports = {
-            net_name: port("e", lan_segments[net_name], net.gateway)
-            for net_name, net in tenant.networks.items()
-        }
-        edge_name = f"{tenant_name}/edge"
-        nodes[edge_name] = Node(
-            edge_name,
-            NodeKind.EDGE,
-            f"{lab}-{tenant_name}.edge",
-            (edge_uplink, *edge_lan_ports.values()),
-            forwarding=True,
-            tenant=tenant_name,
-        )
-        for net_name, net in tenant.networks.items():
-            if net.dhcp_range is not None:
-                dhcp.append(
-                    DhcpServer(
-                        tenant=tenant_name,
-                        network=net_name,
-                        netns=f"{lab}-{tenant_name}.edge",
-                        interface=edge_lan_ports[net_name].name,
-                        range_start=str(net.dhcp_range[0]),
-                        range_end=str(net.dhcp_range[1]),
-                        netmask=str(net.subnet.netmask),
-                        router=str(net.gateway),
-                    )
-                )
-
-        for vm_name, vm in tenant.vms.items():
-            net = tenant.networks[vm.network]
-            name = f"{tenant_name}/{vm_name}"
-            vm_port = port("v", lan_segments[vm.network], vm.address)
-            routes = () if vm.dhcp else (Route("default", via=str(net.gateway)),)
-            nodes[name] = Node(
-                name,
-                NodeKind.VM,
-                f"{lab}-{tenant_name}.{vm_name}",
-                (vm_port,),
-                routes,
-                tenant=tenant_name,
-                network=vm.network,
-                vm=vm_name,
-                address=str(vm.address) if vm.address else None,
-                dhcp=vm.dhcp,
-            )
-
-        for net_name, net in tenant.networks.items():
-            # Every static VM has a replica on its tenant's cloud network; the NEA pair
-            # that extends the network is optional (without it, no partial failover).
-            key = f"{tenant_name}/{net_name}"
-            cloud = segment(f"sp/{key}", f"{lab}-sp.{tenant_name}.{net_name}.sw", net.subnet)
-            if net.nea is not None:
-                tenant_nea_name = f"{tenant_name}/nea-{net_name}"
-                sp_nea_name = f"sp/nea-{tenant_name}-{net_name}"
-                nea_lan = port("n", lan_segments[net_name], net.nea.address)
-                nodes[tenant_nea_name] = Node(
-                    tenant_nea_name,
-                    NodeKind.TENANT_NEA,
-                    f"{lab}-{tenant_name}.nea-{net_name}",
-                    (nea_lan,),
-                    (Route("default", via=str(net.gateway)),),
-                    forwarding=True,
-                    tenant=tenant_name,
-                    network=net_name,
-                )
-                sp_core_port = port("n", sp_core, net.nea.sp_core_address)
-                # The cloud-side address gets no prefix route: production addresses of the
-                # subnet are reached through the tunnel, failed-over replicas by /32 routes.
-                sp_cloud_port = port("n", cloud, net.nea.sp_address, no_prefix_route=True)
-                nodes[sp_nea_name] = Node(
-                    sp_nea_name,
-                    NodeKind.SP_NEA,
-                    f"{lab}-sp.{tenant_name}.{net_name}.nea",
-                    (sp_core_port, sp_cloud_port),
-                    (Route("default", via=str(provider.core_gateway)),),
-                    forwarding=True,
-                    tenant=tenant_name,
-                    network=net_name,
-                )
-                tunnels[key] = Tunnel(
-                    key=key,
-                    tenant=tenant_name,
-                    network=net_name,
-                    subnet=str(net.subnet),
-                    tenant_nea=tenant_nea_name,
-                    sp_nea=sp_nea_name,
-                    tenant_wg=namer.single("w"),
-                    sp_wg=namer.single("w"),
-                    tenant_lan_port=nea_lan.name,
-                    sp_cloud_port=sp_cloud_port.name,
-                    tenant_nea_address=str(net.nea.address),
-                    sp_nea_address=str(net.nea.sp_address),
-                    gateway_address=str(net.gateway),
-                    endpoint=f"{provider.gateway}:{net.nea.tunnel_port}",
-                    tunnel_port=net.nea.tunnel_port,
-                    listen_port=provider.nea_listen_port,
-                )
-            for vm_name, vm in tenant.vms.items():
-                if vm.network != net_name or vm.dhcp:
-                    continue
-                name = f"{tenant_name}/{vm_name}@sp"
-                nodes[name] = Node(
-                    name,
-                    NodeKind.REPLICA,
-                    f"{lab}-{tenant_name}.{vm_name}@sp",
-                    (port("v", cloud, vm.address),),
-                    (Route("default", via=str(net.gateway)),),
-                    tenant=tenant_name,
-                    network=net_name,
-                    vm=vm_name,
-                    address=str(vm.address),
-                    link_up_at_start=False,
-                )
-
-    plan = LabPlan(lab, topology, segments, nodes, tunnels, tuple(dhcp))
+        builder.tenant(tenant_name, tenant)
+    plan = LabPlan(lab, topology, builder.segments, builder.nodes, builder.tunnels,
+                   tuple(builder.dhcp))
     namespaces = plan.namespaces
     if len(set(namespaces)) != len(namespaces):
         twice = sorted({n for n in namespaces if namespaces.count(n) > 1})
         raise TopologyError(f"tenants: names that map to the same namespace: {', '.join(twice)}")
     plan.nft_rulesets.update(nft_rulesets(plan))
     return plan
+
+
+class _PlanBuilder:
+    """Collects the segments, nodes and tunnels of one plan.
+
+    The order of the calls is the order of the names: `_Namer` numbers links as
+    they are made, so the same topology always gives the same interface names.
+    """
+
+    def __init__(self, lab: str, topology: Topology) -> None:
+        self.lab = lab
+        self.topology = topology
+        self.namer = _Namer(lab)
+        self.segments: dict[str, Segment] = {}
+        self.nodes: dict[str, Node] = {}
+        self.tunnels: dict[str, Tunnel] = {}
+        self.dhcp: list[DhcpServer] = []
+
+    def segment(self, name: str, netns: str, subnet: IPv4Network) -> Segment:
+        seg = Segment(name=name, netns=f"{self.lab}-{netns}", bridge=self.namer.single("b"),
+                      subnet=str(subnet))
+        self.segments[name] = seg
+        return seg
+
+    def port(self, role: str, seg: Segment, address: IPv4Address | None, **kw: bool) -> Port:
+        node_end, bridge_end = self.namer.link(role)
+        subnet = IPv4Network(seg.subnet)
+        addresses = (str(IPv4Interface(f"{address}/{subnet.prefixlen}")),) if address else ()
+        return Port(node_end, seg.name, bridge_end, addresses, **kw)
+
+    def add(self, name: str, kind: NodeKind, netns: str, ports: tuple[Port, ...],
+            routes: tuple[Route, ...] = (), **facts: Any) -> None:
+        self.nodes[name] = Node(name, kind, f"{self.lab}-{netns}", ports, routes, **facts)
+
+    def provider_core(self) -> None:
+        provider = self.topology.provider
+        inet = self.segment("inet", "inet", self.topology.internet.subnet)
+        sp_core = self.segment("sp/core", "sp.core", provider.core_subnet)
+        gw_inet = self.port("g", inet, provider.gateway)
+        gw_core = self.port("g", sp_core, provider.core_gateway)
+        self.add("sp/cgw", NodeKind.GATEWAY, "sp.cgw", (gw_inet, gw_core), forwarding=True)
+
+    def tenant(self, tenant_name: str, tenant: Tenant) -> None:
+        lan_segments = {
+            net_name: self.segment(f"{tenant_name}/{net_name}",
+                                   f"{tenant_name}.{net_name}.sw", net.subnet)
+            for net_name, net in tenant.networks.items()
+        }
+        self.edge(tenant_name, tenant, lan_segments)
+        for vm_name, vm in tenant.vms.items():
+            net = tenant.networks[vm.network]
+            vm_port = self.port("v", lan_segments[vm.network], vm.address)
+            routes = () if vm.dhcp else (Route("default", via=str(net.gateway)),)
+            self.add(f"{tenant_name}/{vm_name}", NodeKind.VM, f"{tenant_name}.{vm_name}",
+                     (vm_port,), routes, tenant=tenant_name, network=vm.network, vm=vm_name,
+                     address=str(vm.address) if vm.address else None, dhcp=vm.dhcp)
+        for net_name, net in tenant.networks.items():
+            # Every static VM has a replica on its tenant's cloud network; the NEA pair
+            # that extends the network is optional (without it, no partial failover).
+            cloud = self.segment(f"sp/{tenant_name}/{net_name}",
+                                 f"sp.{tenant_name}.{net_name}.sw", net.subnet)
+            if net.nea is not None:
+                self.nea_pair(tenant_name, net_name, net, lan_segments[net_name], cloud)
+            for vm_name, vm in tenant.vms.items():
+                if vm.network == net_name and not vm.dhcp:
+                    self.add(f"{tenant_name}/{vm_name}@sp", NodeKind.REPLICA,
+                             f"{tenant_name}.{vm_name}@sp", (self.port("v", cloud, vm.address),),
+                             (Route("default", via=str(net.gateway)),), tenant=tenant_name,
+                             network=net_name, vm=vm_name, address=str(vm.address),
+                             link_up_at_start=False)
+
+    def edge(self, tenant_name: str, tenant: Tenant, lan_segments: dict[str, Segment]) -> None:
+        edge_uplink = self.port("e", self.segments["inet"], tenant.edge)
+        edge_lan_ports = {
+            net_name: self.port("e", lan_segments[net_name], net.gateway)
+            for net_name, net in tenant.networks.items()
+        }
+        self.add(f"{tenant_name}/edge", NodeKind.EDGE, f"{tenant_name}.edge",
+                 (edge_uplink, *edge_lan_ports.values()), forwarding=True, tenant=tenant_name)
+        for net_name, net in tenant.networks.items():
+            if net.dhcp_range is not None:
+                self.dhcp.append(DhcpServer(
+                    tenant=tenant_name, network=net_name, netns=f"{self.lab}-{tenant_name}.edge",
+                    interface=edge_lan_ports[net_name].name,
+                    range_start=str(net.dhcp_range[0]), range_end=str(net.dhcp_range[1]),
+                    netmask=str(net.subnet.netmask), router=str(net.gateway)))
+
+    def nea_pair(self, tenant_name: str, net_name: str, net: Network, lan: Segment,
+                 cloud: Segment) -> None:
+        key = f"{tenant_name}/{net_name}"
+        provider = self.topology.provider
+        tenant_nea_name = f"{tenant_name}/nea-{net_name}"
+        sp_nea_name = f"sp/nea-{tenant_name}-{net_name}"
+        nea_lan = self.port("n", lan, net.nea.address)
+        self.add(tenant_nea_name, NodeKind.TENANT_NEA, f"{tenant_name}.nea-{net_name}",
+                 (nea_lan,), (Route("default", via=str(net.gateway)),), forwarding=True,
+                 tenant=tenant_name, network=net_name)
+        sp_core_port = self.port("n", self.segments["sp/core"], net.nea.sp_core_address)
+        # The cloud-side address gets no prefix route: production addresses of the
+        # subnet are reached through the tunnel, failed-over replicas by /32 routes.
+        sp_cloud_port = self.port("n", cloud, net.nea.sp_address, no_prefix_route=True)
+        self.add(sp_nea_name, NodeKind.SP_NEA, f"sp.{tenant_name}.{net_name}.nea",
+                 (sp_core_port, sp_cloud_port), (Route("default", via=str(provider.core_gateway)),),
+                 forwarding=True, tenant=tenant_name, network=net_name)
+        tenant_wg = self.namer.single("w")
+        sp_wg = self.namer.single("w")
+        self.tunnels[key] = Tunnel(
+            key=key, tenant=tenant_name, network=net_name, subnet=str(net.subnet),
+            tenant_nea=tenant_nea_name, sp_nea=sp_nea_name, tenant_wg=tenant_wg, sp_wg=sp_wg,
+            tenant_lan_port=nea_lan.name, sp_cloud_port=sp_cloud_port.name,
+            tenant_nea_address=str(net.nea.address), sp_nea_address=str(net.nea.sp_address),
+            gateway_address=str(net.gateway),
+            endpoint=f"{provider.gateway}:{net.nea.tunnel_port}",
+            tunnel_port=net.nea.tunnel_port, listen_port=provider.nea_listen_port)
 
 
 def nft_rulesets(plan: LabPlan) -> dict[str, str]:

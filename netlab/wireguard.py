@@ -53,7 +53,7 @@ log = logging.getLogger("netlab.wireguard")
 # a ping is refused with "frag needed", which the real appliance never does. At
 # 1500 the outer UDP datagrams (1500 + 60 bytes of WireGuard/UDP/IP overhead) are
 # fragmented by the kernel on the NEA-gateway path and reassembled by the peer:
-# slower for bulk traffic, but faithful to what a user sees (measured, DESIGN §7).
+# slower for bulk traffic, but faithful to what a user sees (measured, docs/architecture.md#facts).
 TUNNEL_MTU = 1500
 
 # The tenant NEA sits behind its edge's NAT. A keepalive every 5 s keeps the NAT
@@ -126,7 +126,7 @@ def _netlink_in(netns: str) -> Iterator[IPRoute]:
     """An IPRoute socket opened inside named namespace `netns`, closed on exit.
 
     Not `IPRoute(netns=...)`: that forks a helper and silently *creates* a missing
-    namespace (DESIGN §7). Here the calling thread enters the namespace only for
+    namespace (docs/architecture.md#facts). Here the calling thread enters the namespace only for
     the instant the socket is opened (a netlink socket stays bound to the
     namespace it was opened in) and goes back at once, so the thread never runs
     anything else in the wrong namespace. /proc/thread-self, not /proc/self, so it

@@ -41,7 +41,7 @@ def start_dhcp_server(name: str, server: DhcpServer, run_dir: Path, log_dir: Pat
         f"--dhcp-range={server.range_start},{server.range_end},{server.netmask},{DHCP_LEASE_TIME}",
         f"--dhcp-option=option:router,{server.router}",
         "--dhcp-authoritative",
-        # dnsmasq pings an address before offering it, 3 s per lease (DESIGN.md §7);
+        # dnsmasq pings an address before offering it, 3 s per lease (docs/architecture.md#facts);
         # an emulated LAN has no stray hosts to protect.
         "--no-ping",
         f"--dhcp-leasefile={leases}",

@@ -4,17 +4,25 @@
 #
 # 1. scripts/setup.sh (packages, .venv, the netlab command; quick when nothing changed)
 # 2. ruff check netlab tests benchmarks
-# 3. pytest -q: unit and integration tests (integration tests need root: real namespaces)
+# 3. lint-imports: the layer contracts in pyproject.toml (docs/architecture.md#layers)
+# 4. pytest -q -n 4 --dist loadgroup: unit and integration tests in 4 workers
+#    (integration tests need root: real namespaces). They mostly wait on the network, so
+#    4 workers keep 2 cores busy. A module whose tests build on each other runs whole on
+#    one worker (tests/conftest.py, SPREAD_MODULES); every test has its own lab name,
+#    and each worker brings up its own default lab.
 #
-# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
-# NETLAB_TEST_TIMEOUT (seconds, default 780, 0 = none) bounds the pytest run so CI stays
-# under 15 minutes; on expiry pytest gets SIGINT, so fixtures still tear their labs down.
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`; `-n 0` runs
+# serially, `-n N` with another N. NETLAB_TEST_WORKERS sets the default N.
+# NETLAB_TEST_TIMEOUT (seconds, 0 = none) bounds the pytest run so CI stays under 15
+# minutes: default 480 (the parallel suite takes ~4 min), 900 when run serially (~10 min).
+# On expiry pytest gets SIGINT, so fixtures still tear their labs down.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$repo"
 
 say() { printf 'test: %s\n' "$*"; }
+script_started=$(date +%s)
 
 # shellcheck source=scripts/root.sh
 source scripts/root.sh
@@ -29,10 +37,24 @@ done
 say "ruff check ${lint_paths[*]}"
 .venv/bin/ruff check "${lint_paths[@]}"
 
-pytest_args=(-q)
-if [[ ${CI:-} == true ]]; then pytest_args+=(--durations=10); fi
+say "lint-imports (layer contracts)"
+.venv/bin/lint-imports --no-cache
 
-limit=${NETLAB_TEST_TIMEOUT:-780}
+workers=${NETLAB_TEST_WORKERS:-4}
+prev=
+for arg in "$@"; do  # the last -n wins, as in pytest
+    case $arg in
+        -n0|--numprocesses=0) workers=0 ;;
+        -n*) workers=${arg#-n} ;;
+        --numprocesses=*) workers=${arg#--numprocesses=} ;;
+    esac
+    if [[ $prev == -n || $prev == --numprocesses ]]; then workers=$arg; fi
+    prev=$arg
+done
+if [[ $workers == 0 ]]; then limit=${NETLAB_TEST_TIMEOUT:-900}; else limit=${NETLAB_TEST_TIMEOUT:-480}; fi
+
+pytest_args=(-q -n "${NETLAB_TEST_WORKERS:-4}" --dist loadgroup)
+if [[ ${CI:-} == true ]]; then pytest_args+=(--durations=10); fi
 runner=()
 if [[ $limit != 0 ]]; then
     runner=(timeout -s INT -k 60)
@@ -43,7 +65,12 @@ fi
 
 say "pytest ${pytest_args[*]} $*"
 rc=0
+started=$(date +%s)
 "${runner[@]}" .venv/bin/python -m pytest "${pytest_args[@]}" "$@" || rc=$?
+wall=$(( $(date +%s) - started ))
+total=$(( $(date +%s) - script_started ))
+say "wall time: pytest $((wall / 60)) min $((wall % 60)) s ($wall s, workers: $workers);" \
+    "whole check $((total / 60)) min $((total % 60)) s"
 
 case $rc in
     0) say "OK" ;;

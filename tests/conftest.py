@@ -69,6 +69,51 @@ def skip_unless_root(tools: dict[str, str] | None = None) -> None:
         pytest.skip(reason)
 
 
+# ----- parallel runs (pytest-xdist, --dist loadgroup) --------------------------------
+
+# Modules whose tests do not depend on each other's order: each test uses a lab of its
+# own, only reads a shared one, or puts the shared lab back as it found it. xdist may
+# spread their tests over workers; a module-scoped lab is then brought up once in each
+# worker that runs some of them. Every other module runs whole on one worker, in order,
+# as it was written (its tests may build on what the previous one left).
+SPREAD_MODULES = {
+    "tests/integration/test_bringup.py",
+    "tests/integration/test_failover.py",
+    "tests/reliability/test_bad_input.py",
+    "tests/reliability/test_leftovers.py",
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """What xdist hands to one worker whole: the test's module, or the test alone."""
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/unit/") or module in SPREAD_MODULES:
+        return nodeid
+    return module
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # a serial run needs no xdist
+    pass
+else:
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """--dist loadgroup with the groups of work_unit, the largest first.
+
+        xdist's own loadgroup sends xdist_group marks as a suffix of item._nodeid, which
+        pytest 9's item.nodeid no longer reflects: its groups are lost, hence this.
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+        if config.getvalue("dist") != "loadgroup":
+            return None  # another --dist: xdist's own scheduler
+        return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = root_skip_reason()
     if reason is None:
@@ -310,7 +355,11 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]
 
 @pytest.fixture(scope="session")
 def default_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
-    """ONE default lab (DESIGN.md §5) shared by read-only tests; leak-checked at the end."""
+    """The default lab (docs/architecture.md#the-default-lab) shared by read-only tests.
+
+    Session-scoped: under pytest-xdist each worker brings up one of its own, under its
+    own name, so workers never share a lab. Leak-checked at the end of the session.
+    """
     skip_unless_root()
     lab = LabEnv(new_lab_name(), tmp_path_factory.mktemp("default-lab") / "state")
     try:

@@ -46,7 +46,7 @@ def add_veth_to_bridge(
     """Create a veth whose bridge end is enslaved and up, its other end in the node.
 
     Created from the segment's side so that master and state go in the same
-    request; `peer=` takes netlink attributes only (DESIGN.md §7), so the node's
+    request; `peer=` takes netlink attributes only (docs/architecture.md#facts), so the node's
     end is brought up by its own socket. Returns the node end's index.
     """
     fd = os.open(NETNS_DIR / node_netns, os.O_RDONLY)

@@ -1,7 +1,7 @@
 """Network namespaces and one netlink socket per namespace, opened without forking.
 
 pyroute2's usual `netns.create()` and `IPRoute(netns=...)` fork a helper per
-call (DESIGN.md §7: 2.7 ms against 0.5 ms) and `IPRoute(netns='typo')` silently
+call (docs/architecture.md#facts: 2.7 ms against 0.5 ms) and `IPRoute(netns='typo')` silently
 creates a namespace. Here the calling thread enters the namespace itself with
 `setns`, opens the socket there and comes back; a socket keeps working on its
 namespace afterwards. This is only correct from the main thread, where netlab

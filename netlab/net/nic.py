@@ -27,16 +27,32 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab.net.namespaces import inside
-from netlab.plan import NeaLink
 from netlab.run import require_tool
 
 RECEIVE_FEATURES = ("rx-gro", "rx-udp-gro-forwarding")
+
+
+class NeaLink(Protocol):
+    """One veth of an NEA: its end in the NEA, and the end enslaved to a segment's bridge.
+
+    A protocol, so that the net layer needs no lab plan (plan.NeaLink fits it).
+    """
+
+    @property
+    def netns(self) -> str: ...
+    @property
+    def ifname(self) -> str: ...
+    @property
+    def segment_netns(self) -> str: ...
+    @property
+    def segment_ifname(self) -> str: ...
 
 
 def _is_tso(feature: str) -> bool:

@@ -2,7 +2,7 @@
 
 wireguard-go 0.0.20220316 (Debian 12's) keeps the default 208 KiB receive
 buffer; `net.core.rmem_default` is host-wide and cannot be set inside a
-namespace (DESIGN.md §7), so a burst through the tunnel overflows the SP NEA's
+namespace (docs/architecture.md#facts), so a burst through the tunnel overflows the SP NEA's
 socket and TCP retransmits. Newer wireguard-go sets 7 MiB on its own sockets
 with SO_RCVBUFFORCE; netlab does the same from outside: `pidfd_getfd(2)`
 (Linux 5.6) duplicates the process's socket descriptors, and a socket option set

@@ -1,4 +1,4 @@
-"""Lifecycle operations of partial failover (DESIGN.md §2), each step journaled.
+"""Lifecycle operations, each step journaled (docs/architecture.md#data-flow-failover).
 
 Every operation checks all its preconditions before it changes anything, holds
 a per-VM lock for its whole run (a second netlab process is refused), and

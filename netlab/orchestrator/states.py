@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from netlab.errors import IllegalTransition
+from netlab.replica_state import RUNNING_AT_SP, ReplicaState
 
-
-class ReplicaState(StrEnum):
-    NORMAL = "Normal"
-    FAILOVER = "Failover"
-    READY_TO_SWITCH = "Ready to switch"
-    FAILBACK = "Failback"
-    PERMANENT = "Permanent failover"
+__all__ = ["RUNNING_AT_SP", "TRANSITIONS", "ReplicaState", "allowed_commands", "check_transition"]
 
 
 S = ReplicaState
@@ -26,8 +19,6 @@ TRANSITIONS: dict[str, tuple[frozenset[ReplicaState], ReplicaState]] = {
     "commit": (frozenset({S.FAILBACK}), S.NORMAL),
     "undo-failback": (frozenset({S.FAILBACK, S.READY_TO_SWITCH}), S.FAILOVER),
 }
-# In these states the replica runs at the SP and is reached through the tunnel.
-RUNNING_AT_SP = frozenset({S.FAILOVER, S.READY_TO_SWITCH, S.PERMANENT})
 
 
 def allowed_commands(state: ReplicaState | str) -> list[str]:

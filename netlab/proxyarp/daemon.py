@@ -9,7 +9,7 @@ thread, one `selectors` loop over three things:
 - one persistent AF_PACKET socket on IF (Scapy's L2Socket, kernel BPF filter
   `arp`, not promiscuous), read with `recv_raw()`; frames are judged by
   `frames.decide` with `struct` and replies go out as bytes on the same socket.
-  Dissecting with Scapy or calling `sendp()` per reply costs 1-12 ms (DESIGN §7);
+  Dissecting with Scapy or calling `sendp()` per reply costs 1-12 ms (docs/architecture.md#facts);
   this path costs tens of µs;
 - the control socket: Unix stream, mode 0600, newline-delimited JSON (see
   `netlab.proxyarp.client` for the requests and replies);

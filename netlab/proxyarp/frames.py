@@ -1,7 +1,7 @@
 """ARP frames as bytes: parse, decide whether a proxy answers, build replies and announcements.
 
 Pure and Scapy-free: the daemon's hot loop reads raw frames and must not dissect them
-with Scapy (~1 ms per frame against a few µs here, DESIGN §7).
+with Scapy (~1 ms per frame against a few µs here, docs/architecture.md#facts).
 
 Only Ethernet + IPv4 ARP is handled: a 14-byte Ethernet header and a 28-byte ARP
 body, 42 bytes in all. Frames from real NICs arrive padded to the 60-byte Ethernet

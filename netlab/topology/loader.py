@@ -21,7 +21,7 @@ MAX_YAML_NODES = 200_000
 
 
 def default_topology_text() -> str:
-    """The default lab of DESIGN.md §5, shipped as package data."""
+    """The default lab (docs/architecture.md#the-default-lab), shipped as package data."""
     return resources.files("netlab.topology").joinpath(DEFAULT_TOPOLOGY).read_text()
 
 

@@ -1,4 +1,4 @@
-"""Partial failover end to end through the CLI, on a real lab (DESIGN.md §2).
+"""Partial failover end to end through the CLI (docs/architecture.md#data-flow-failover).
 
 One module lab (own name, own temporary NETLAB_STATE_DIR) is shared by the tests
 that put acme/web back to Normal when they end; tests that cannot (permanent

@@ -1,4 +1,4 @@
-"""acme's NEA pair on a real lab, judged by what real tools see (DESIGN.md §2 steps 4 and 6, §4).
+"""acme's NEA pair, judged by what real tools see (docs/architecture.md#the-proxy-arp-daemon).
 
 One lab for the module (`t<6 hex>`, its own NETLAB_STATE_DIR): `netlab up`, `netlab nea
 up acme`, then the replica of acme/web is powered on by hand, the way the orchestrator
@@ -193,7 +193,7 @@ def live_processes_mentioning(*needles: str) -> list[str]:
 
 
 def power_on_replica_by_hand(name: str, page_dir: Path) -> ProcessRecord:
-    """What failover will do for acme/web (DESIGN §2 step 3), done by hand."""
+    """What failover does for acme/web (docs/architecture.md#data-flow-failover, step 3)."""
     from netlab import nea
     from netlab.lab import Lab
     from netlab.net import links

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -34,7 +33,6 @@ from netlab.lab import SOCKET_RUN_DIR
 
 NETNS_DIR = Path("/run/netns")
 WG_DIR = Path("/var/run/wireguard")
-LAB_PREFIX = re.compile(r"^[a-z0-9]{1,8}-")
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3"
 
@@ -218,8 +216,13 @@ def snapshot() -> Snapshot:
 
 
 def foreign(name: str, lab: LabEnv) -> bool:
-    """An object named like another lab's: not ours to judge (other tests run here too)."""
-    return bool(LAB_PREFIX.match(name)) and not name.startswith(lab.prefix)
+    """An object not named after this lab: not ours to judge.
+
+    Other tests run beside this one (pytest-xdist workers, other engineers), and their
+    namespaces and sockets need not look like a lab's (`scp1`, `tp<hex8>-br`). What
+    cleanup must leave alone is proven by the sentinels, one named after this lab.
+    """
+    return not name.startswith(lab.name)
 
 
 def leaks(before: Snapshot, after: Snapshot, lab: LabEnv, lab_inodes: set[int],

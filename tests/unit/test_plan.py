@@ -14,7 +14,7 @@ from netlab.topology import load_topology, parse_topology
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 with the NUL)
 
-DESIGN_NODES = {
+DEFAULT_LAB_NODES = {
     "sp/cgw",
     "acme/edge", "acme/web", "acme/db", "acme/app", "acme/kiosk", "acme/nea-lan",
     "acme/web@sp", "acme/db@sp", "acme/app@sp", "sp/nea-acme-lan",
@@ -65,7 +65,7 @@ def generated(tenants: int, vms: int) -> str:
 
 
 def test_node_names_are_those_of_the_design(plan: LabPlan) -> None:
-    assert set(plan.nodes) == DESIGN_NODES
+    assert set(plan.nodes) == DEFAULT_LAB_NODES
     assert plan.nodes["acme/nea-lan"].kind is NodeKind.TENANT_NEA
     assert plan.nodes["sp/nea-acme-lan"].kind is NodeKind.SP_NEA
     assert plan.nodes["acme/web@sp"].kind is NodeKind.REPLICA

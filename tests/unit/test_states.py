@@ -1,4 +1,4 @@
-"""The replica state machine of partial failover (DESIGN.md §2): pure, no root."""
+"""The replica state machine (docs/architecture.md#the-replica-lifecycle): pure, no root."""
 
 from __future__ import annotations
 

@@ -16,11 +16,15 @@ from netlab.storage import (
     UnknownRestorePoint,
     apply_retention,
     copy_changes_to_source,
+    files,
     get_restore_point,
     list_restore_points,
+    locking,
+    mounts,
     replicate,
     seed_disk,
     tree_checksum,
+    view_file,
 )
 
 
@@ -110,7 +114,7 @@ def test_retention_keeps_a_point_whose_delta_is_kept(lab: tuple[Path, Path]) -> 
     source, replica = lab
     for _ in range(3):
         replicate(source, replica, retention=None)
-    storage._write_view_file(replica, 1, "unmounted")
+    view_file._write_view_file(replica, 1, "unmounted")
     result = apply_retention(replica, 1)
     assert result.removed == [2]
     assert result.kept_in_use == [1]
@@ -176,14 +180,14 @@ def test_a_file_vanishing_during_replication_gives_a_consistent_point(
 ) -> None:
     # The VM keeps running while it is replicated: a file deleted mid-copy is simply absent.
     source, replica = lab
-    real_copy = storage._copy_file
+    real_copy = files._copy_file
 
     def copy_while_the_vm_deletes(src: str, dst: Path, read_only: bool) -> int:
         if src.endswith("orders.csv"):
             os.unlink(src)
         return real_copy(src, dst, read_only)
 
-    monkeypatch.setattr(storage, "_copy_file", copy_while_the_vm_deletes)
+    monkeypatch.setattr(files, "_copy_file", copy_while_the_vm_deletes)
     point = replicate(source, replica, retention=None)
     assert point.files == 1
     assert point.checksum == tree_checksum(source) == tree_checksum(point.path)
@@ -194,7 +198,7 @@ def test_another_process_changing_the_replica_blocks_then_times_out(
 ) -> None:
     source, replica = lab
     replicate(source, replica, retention=None)
-    monkeypatch.setattr(storage, "_LOCK_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(locking, "_LOCK_TIMEOUT_S", 0.1)
     # A second open file description conflicts like another process would.
     fd = os.open(replica / ".lock", os.O_RDWR)
     try:
@@ -250,7 +254,7 @@ def test_cleanup_refuses_the_root_directory() -> None:
 
 
 def test_mountinfo_escapes_are_decoded() -> None:
-    assert storage._unescape(r"/tmp/a\040b\134c") == "/tmp/a b\\c"
+    assert mounts._unescape(r"/tmp/a\040b\134c") == "/tmp/a b\\c"
 
 
 # --------------------------------------------------------------------------- copy-back
