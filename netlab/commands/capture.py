@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from netlab.cli import lab_option, reports_errors
+from netlab.cli_common import lab_option, reports_errors
 from netlab.errors import NetlabError, UnknownNode
 
 
@@ -62,7 +62,7 @@ def capture(node: str, iface: str | None, write: str | None, count: int | None,
       netlab capture sp/cgw -c 20 --filter 'udp port 6180'
       netlab capture acme/db -w - | wireshark -k -i -
     """
-    from netlab.cli import _lab
+    from netlab.cli_common import _lab
     from netlab.lab import require_root
     from netlab.run import in_netns, require_tool
 

@@ -76,7 +76,8 @@ class _Operation:
 def _vm_node(lab: Lab, name: str) -> Node:
     node = lab.plan().node(name)
     if node.kind is not NodeKind.VM:
-        raise UnknownNode(f"{name} is not a tenant VM (it is a {node.kind})")
+        article = "an" if str(node.kind)[:1] in "aeiou" else "a"
+        raise UnknownNode(f"{name} is not a tenant VM (it is {article} {node.kind})")
     return node
 
 
