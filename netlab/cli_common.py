@@ -189,6 +189,10 @@ def handle_error(exc: BaseException, as_json: bool | None = None) -> None:
     """Report `exc` as netlab reports every error, and exit with its code. Never returns."""
     if isinstance(exc, SystemExit):
         raise exc
+    if isinstance(exc, BrokenPipeError):  # `netlab status | head`: the reader had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_OK)
     if isinstance(exc, NothingToDo):
         message, code, kind = _one_line(str(exc)), EXIT_OK, "nothing to do"
         if _json_wanted(as_json):

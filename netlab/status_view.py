@@ -29,12 +29,15 @@ def _console() -> Console:
 def _table(title: str) -> Table:
     # no vertical rules: 80 columns hold every column without cutting an address
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
-                 pad_edge=False)
+                 pad_edge=False, collapse_padding=True)
 
 
 def render_status(data: dict[str, Any], console: Console | None = None,
                   wide: bool = False) -> None:
-    (console or _console()).print(status_renderable(data, wide))
+    console = console or _console()
+    if wide and not console.is_terminal:
+        console.width = max(console.width, 160)  # asked for wide: a pipe gets it whole
+    console.print(status_renderable(data, wide))
 
 
 def _vm_table(data: dict[str, Any]) -> Table:
@@ -48,10 +51,10 @@ def _vm_table(data: dict[str, Any]) -> Table:
         style = STATE_STYLE.get(state, "")
         vms.add_row(
             vm["name"],
-            (vm["address"] or "(no lease)") + (" (DHCP)" if vm["dhcp"] else ""),
+            vm["address"] or "(no lease)",  # DHCP: said under replication (room for 80 columns)
             vm["power"],
             f"[{style}]{state}[/{style}]" if style else state,
-            "n/a (DHCP)" if vm["dhcp"] else vm["replication"] or "-",
+            "DHCP, none" if vm["dhcp"] else vm["replication"] or "-",
             str(vm["restore_points"]) if vm["replica"] else "-",
         )
     return vms
@@ -129,7 +132,8 @@ def render_node(node: dict[str, Any], vm: dict[str, Any] | None,
         if vm["replica"]:
             lines += [f"  replica:    {vm['replica']}, {vm['replica_state']}",
                       f"  replication: {vm['replication'] or '-'}, "
-                      f"{vm['restore_points']} restore points"]
+                      f"{vm['restore_points']} restore point"
+                      f"{'' if vm['restore_points'] == 1 else 's'}"]
     for i in node["interfaces"]:
         lines.append(f"  interface {i['name']}: {i['mac']} "
                      f"{','.join(i['addresses']) or '-'} {i['state']}")
