@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from netlab.errors import NetlabError, NothingToDo
+from netlab.errors import Cancelled, NetlabError, NothingToDo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,7 +138,7 @@ def _confirm_discard(message: str, yes: bool) -> None:
     if yes or not sys.stdin.isatty():
         return
     if not click.confirm("continue?", default=False, err=True):
-        raise NetlabError("cancelled; nothing changed")
+        raise Cancelled("cancelled; nothing changed")
 
 
 confirm_discard = _confirm_discard

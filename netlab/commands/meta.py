@@ -89,8 +89,10 @@ def labs(as_json: bool) -> None:
         state = lab.dir.read()
         topology = "-"
         try:
-            tenants = lab.topology().tenants
-            topology = f"{len(tenants)} tenants ({', '.join(tenants)})"
+            topo = lab.topology()
+            count = len(topo.tenants)
+            topology = (f"{topo.name} ({count} tenant{'' if count == 1 else 's'}: "
+                        f"{', '.join(topo.tenants)})")
         except Exception:  # a lab left half made still gets listed
             pass
         rows.append({"lab": lab.name, "status": state.get("status", "unknown"),
