@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from netlab.errors import Cancelled, NetlabError, NothingToDo
+from netlab.errors import Cancelled, NetlabError, NothingToDo, NotRoot
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,10 +159,10 @@ def reports_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            if not getattr(func, _NO_ROOT, False):
-                from netlab.lab import require_root
-
-                require_root()
+            if not getattr(func, _NO_ROOT, False) and os.geteuid() != 0:
+                # checked here, before importing the lab's heavy modules
+                raise NotRoot("netlab creates namespaces, links and mounts and must run as "
+                              "root (try: sudo netlab ...)")
             return func(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

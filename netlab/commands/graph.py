@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from netlab.cli_common import lab_option, reports_errors, runs_without_root
-from netlab.errors import NetlabError
+from netlab.errors import NetlabError, UnknownLab
 
 FORMATS = ("dot", "svg", "png")
 
@@ -31,7 +31,7 @@ def _plan_and_state(lab_name: str | None, topology: str | None) -> tuple[Any, di
     require_root()
     lab = _lab(lab_name)
     if not lab.is_up():
-        raise NetlabError(
+        raise UnknownLab(
             f"lab {lab.name} is not up; bring it up, or draw a topology without a lab: "
             "'netlab graph --topology default' (or --topology FILE)"
         )
