@@ -126,6 +126,13 @@ def _check_start(lab: Any, vm_name: str, observer_name: str) -> tuple[Any, Any]:
     return vm, observer
 
 
+def _tunnel_of(lab: Any, vm: Any) -> Any:
+    tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
+    if tunnel is None:
+        raise NetlabError(f"{vm.tenant}/{vm.network} has no NEA pair to fail over through")
+    return tunnel
+
+
 def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
              progress: Callable[[str], None]) -> None:
     from netlab import verify
@@ -146,12 +153,10 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
     try:
         vm, observer = _check_start(lab, vm_name, observer_name)
         address = vm.address or ""
-        tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
-        if tunnel is None:
-            raise NetlabError(f"{vm.tenant}/{vm.network} has no NEA pair to fail over through")
-        nea_node = lab.plan().nodes[tunnel.tenant_nea]
+        tunnel = _tunnel_of(lab, vm)
         vm_mac = verify.interface_mac(vm.netns, vm.port.name)
-        nea_mac = verify.interface_mac(nea_node.netns, tunnel.tenant_lan_port)
+        nea_mac = verify.interface_mac(lab.plan().nodes[tunnel.tenant_nea].netns,
+                                       tunnel.tenant_lan_port)
         n.say(f"Tenant {vm.tenant} runs its VMs on {vm.tenant}/{vm.network}. {vm.name} "
               f"({address}) is replicated to the provider: its replica {vm.name}@sp sits "
               f"powered off in the provider's cloud network, same subnet, same address. "
@@ -173,24 +178,8 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
         if done.returncode != 0:
             n.say(f"No answer: curl gave up after 2 s. Users of {vm.name} are down.")
 
-        n.heading(f"partial failover of {vm.name}")
-        n.say(f"Only {vm.name} moves to the provider; the rest of {vm.tenant} keeps running "
-              "at home. The failover runs eight journaled steps:")
-        n.command("failover", vm.name)
-
-        def narrate(line: str) -> None:
-            m = _STEP_LINE.match(line)
-            n.output(line)
-            if m and m.group(2) in FAILOVER_GLOSS:
-                n.output(f"    = {FAILOVER_GLOSS[m.group(2)]}")
-
         failed_over = True
-        result = operations.failover(lab, [vm.name], say=narrate)
-        for warning in result.warnings:
-            n.output(f"warning: {warning}")
-        recovery = result.recovery_seconds
-        n.output(f"failover: {vm.name} done; recovery time "
-                 f"{recovery if recovery is not None else float('nan'):.3f} s")
+        recovery = _failover(lab, n, vm)
 
         n.heading(f"the ARP entry of {address} flips to the tenant NEA")
         mac = _show_arp(n, observer, address)
@@ -222,6 +211,35 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
                      "with gratuitous ARP when it started"))
     finally:
         _restore(lab, n, vm_name, failed_over, vm_failed, brought_up)
+    _advice(lab, n, vm_name, brought_up)
+
+
+def _failover(lab: Any, n: Narrator, vm: Any) -> float | None:
+    """The failover step, each journaled step glossed in plain words; the recovery time."""
+    from netlab.orchestrator import operations
+
+    n.heading(f"partial failover of {vm.name}")
+    n.say(f"Only {vm.name} moves to the provider; the rest of {vm.tenant} keeps running "
+          "at home. The failover runs eight journaled steps:")
+    n.command("failover", vm.name)
+
+    def narrate(line: str) -> None:
+        m = _STEP_LINE.match(line)
+        n.output(line)
+        if m and m.group(2) in FAILOVER_GLOSS:
+            n.output(f"    = {FAILOVER_GLOSS[m.group(2)]}")
+
+    result = operations.failover(lab, [vm.name], say=narrate)
+    for warning in result.warnings:
+        n.output(f"warning: {warning}")
+    recovery = result.recovery_seconds
+    n.output(f"failover: {vm.name} done; recovery time "
+             f"{recovery if recovery is not None else float('nan'):.3f} s")
+    return recovery
+
+
+def _advice(lab: Any, n: Narrator, vm_name: str, brought_up: bool) -> None:
+    """What to try next, on the lab as the demo leaves it (down again if it was down)."""
     click.echo()
     flag = lab_flag(lab)
     if brought_up:  # the lab is down again: advise what works on a down lab

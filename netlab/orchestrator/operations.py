@@ -76,8 +76,7 @@ class _Operation:
 def _vm_node(lab: Lab, name: str) -> Node:
     node = lab.plan().node(name)
     if node.kind is not NodeKind.VM:
-        article = "an" if str(node.kind)[:1] in "aeiou" else "a"
-        raise UnknownNode(f"{name} is not a tenant VM (it is {article} {node.kind})")
+        raise UnknownNode(f"{name} is not a tenant VM (its kind: {node.kind})")
     return node
 
 
