@@ -306,26 +306,30 @@ def known_vms(lab: Any, names: tuple[str, ...] | list[str], edges: bool = False)
 
 
 def _check_states(lab: Any, names: tuple[str, ...], command: str) -> None:
-    """The state checks of a lifecycle command, for every VM, before any warning: a
-    refusal names each VM it refuses. (The operation checks again under its locks.)"""
-    from netlab.orchestrator.operations import replicated_vm
+    """The state check of a lifecycle command, for every VM, before any warning: a
+    refusal names each VM it refuses. The operation checks everything again under
+    its locks, with its own words for the other refusals (DHCP, no replica, ...)."""
     from netlab.orchestrator.states import check_transition
 
     lab.require_up()
     known_vms(lab, names)
     state = lab.dir.read()
+    if state.get("operation"):
+        return  # an interrupted operation: the command finishes or rolls it back first
     refusals = []
     for name in dict.fromkeys(names):
+        current = state.get("replicas", {}).get(name, {}).get("state")
+        if current is None:
+            continue
         try:
-            replicated_vm(lab, name)
-            current = state.get("replicas", {}).get(name, {}).get("state")
-            if current is None:
-                raise PreconditionFailed(f"{name} has no replica")
             check_transition(f"{name}@sp", current, command)
         except PreconditionFailed as exc:
             refusals.append(str(exc))
+    if len(refusals) == 1:
+        raise PreconditionFailed(refusals[0])
     if refusals:
-        raise PreconditionFailed(f"{command} refused: " + "; ".join(refusals))
+        raise PreconditionFailed(f"{command} refused for {len(refusals)} VMs: "
+                                 + "; ".join(refusals))
 
 
 # commands that discard data or cannot be undone, and what they say before going on
@@ -387,8 +391,7 @@ def failover(vms: tuple[str, ...], restore_point: str | None, lab_name: str | No
     from netlab.orchestrator import operations
 
     lab = _lab(lab_name)
-    lab.require_up()
-    known_vms(lab, vms)
+    _check_states(lab, vms, "failover")
     result = operations.failover(lab, list(vms), restore_point, say=_progress(as_json))
     _report(result, as_json)
 
