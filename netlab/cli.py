@@ -459,7 +459,8 @@ def events(lab_name: str | None, as_json: bool) -> None:
     import datetime
 
     lab = _lab(lab_name)
-    lab.require_up()
+    if not lab.dir.exists():  # a lab left half made still shows what happened to it
+        lab.require_up()
     items = lab.dir.events()
     if as_json:
         _print_json(items)
