@@ -169,7 +169,7 @@ def test_non_root_json_and_root_free_commands(down_lab: LabEnv) -> None:
     assert drawn.returncode == 0 and "digraph" in drawn.stdout
 
 
-def test_lab_before_or_after_the_command(up_lab: LabEnv, tmp_path: Path) -> None:
+def test_lab_before_or_after_the_command(up_lab: LabEnv) -> None:
     env = {k: v for k, v in up_lab.env.items() if k != "NETLAB_LAB"}
     argv = netlab_argv()
     before = subprocess.run([*argv, "--lab", up_lab.name, "status", "--json"], env=env,
