@@ -146,6 +146,8 @@ def status(node: str | None, lab_name: str | None, as_json: bool, wide: bool, wa
         return data
 
     if node is not None:
+        if watch:
+            raise click.UsageError("--watch shows the whole lab: without NODE")
         _lab(lab_name).plan().node(node)  # an unknown node: exit 2 with the names
     if watch:
         watch_status(fetch, interval, as_json, wide=wide)
