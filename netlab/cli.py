@@ -14,6 +14,7 @@ import click
 
 from netlab.cli_common import (  # noqa: F401 - re-exported for older command modules
     EXIT_INTERNAL,
+    FullHelpGroup,
     _confirm_discard,
     _lab,
     _print_json,
@@ -24,29 +25,29 @@ from netlab.cli_common import (  # noqa: F401 - re-exported for older command mo
     lab_flag,
     lab_option,
     reports_errors,
+    usage_error,
     yes_option,
 )
 from netlab.commands.meta import complete_networks, complete_nodes, complete_tenants, complete_vms
 from netlab.errors import NetlabError, PreconditionFailed, UnknownNode
 
 
-class NetlabGroup(click.Group):
-    """The top-level group: full one-line summaries, and no traceback ever escapes."""
+class NetlabGroup(FullHelpGroup):
+    """The top-level group: usage errors in one line, and no traceback ever escapes."""
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            cmd = self.get_command(ctx, name)
-            if cmd is not None and not cmd.hidden:
-                # click cuts summaries to fit one line; ours are written to be read whole
-                rows.append((name, cmd.get_short_help_str(limit=300)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # an option of the group itself
+            usage_error(exc)
+            raise  # not reached: usage_error exits
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's own options and arguments
+            usage_error(exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BaseException as exc:  # a command without @reports_errors
@@ -222,7 +223,7 @@ def exec_(node: str, command: tuple[str, ...], lab_name: str | None) -> None:
         raise NetlabError(f"{command[0]}: command not found") from None
 
 
-@main.group("nea")
+@main.group("nea", cls=FullHelpGroup)
 def nea_group() -> None:
     """Power a network extension appliance pair on or off (failover does it for you)."""
 
@@ -474,7 +475,7 @@ def events(lab_name: str | None, as_json: bool) -> None:
         click.echo(f"{when}  {e['event']:<28} {e.get('message', '')} {extra}".rstrip())
 
 
-@main.group("vm")
+@main.group("vm", cls=FullHelpGroup)
 def vm_group() -> None:
     """Power tenant VMs: start, stop, or fail (a simulated disaster)."""
 

@@ -144,7 +144,36 @@ def _confirm_discard(message: str, yes: bool) -> None:
 confirm_discard = _confirm_discard
 
 
+class FullHelpGroup(click.Group):
+    """A group whose help lists each command's summary whole, wrapped, never cut."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                # click cuts summaries to fit one line; ours are written to be read whole
+                rows.append((name, cmd.get_short_help_str(limit=300)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 # ----- errors ---------------------------------------------------------------------
+
+
+def usage_error(exc: click.UsageError) -> None:
+    """Bad usage in one line (click prints three), exit 2; JSON too when --json was given."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc  # a group without its command: its help is the answer
+    where = exc.ctx.command_path if exc.ctx is not None else "netlab"
+    message = _one_line(f"{exc.format_message().rstrip('.')} (see '{where} --help')")
+    args = sys.argv[1:]
+    before_command = args[: args.index("--")] if "--" in args else args
+    if _json_wanted(None) or "--json" in before_command:
+        _print_json({"error": message, "kind": "UsageError", "exit_code": EXIT_USAGE})
+    click.echo(f"netlab: {message}", err=True)
+    sys.exit(EXIT_USAGE)
 
 
 def runs_without_root(func: F) -> F:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from netlab.cli_common import (
+    FullHelpGroup,
     _confirm_discard,
     _lab,
     _print_json,
@@ -23,7 +24,7 @@ from netlab.commands.meta import complete_tenants
 from netlab.errors import NothingToDo
 
 
-@click.group("plan")
+@click.group("plan", cls=FullHelpGroup)
 def plan_group() -> None:
     """Cloud failover plan: fail a whole tenant site over to the provider's cloud."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -150,3 +151,24 @@ def test_an_unexpected_error_is_one_line_and_a_log(
     assert log.parent == tmp_path / ".logs"
     assert "ZeroDivisionError: a bug" in log.read_text()
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["status", "--nosuch"], "No such option '--nosuch' (see 'netlab status --help')"),
+    (["--nosuch", "status"], "No such option '--nosuch'"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    (["vm", "fail"], "Missing argument 'TENANT/VM...' (see 'netlab vm fail --help')"),
+    (["status", "--interval", "0"], "Invalid value for '--interval'"),
+])
+def test_bad_usage_is_one_line_and_exit_2(args: list[str], text: str) -> None:
+    done = CliRunner().invoke(main, args, prog_name="netlab")
+    assert done.exit_code == 2
+    lines = done.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netlab: ") and text in lines[0], lines
+
+
+def test_bad_usage_under_json_is_a_json_object() -> None:
+    done = CliRunner().invoke(main, ["status", "--json", "--interval", "0"])
+    assert done.exit_code == 2
+    error = json.loads(done.stdout)
+    assert error["exit_code"] == 2 and "--interval" in error["error"]
