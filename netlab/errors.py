@@ -45,3 +45,20 @@ class NotRoot(NetlabError):
 
 class LabError(NetlabError):
     """The lab is not in a state that allows the command (not up, already up elsewhere, ...)."""
+
+
+class NothingToDo(NetlabError):
+    """An idempotent command found its work already done (down of a lab that is not up,
+    undo of a plan that is not running): the CLI says so and exits 0."""
+
+    exit_code = 0
+
+
+class Cancelled(NetlabError):
+    """The user answered no to a question: nothing changed, exit 1."""
+
+
+class UnknownLab(LabError):
+    """A lab that does not exist on this machine (never brought up, or down)."""
+
+    exit_code = 2

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netlab import storage
-from netlab.errors import LabError, NotRoot
+from netlab.errors import LabError, NothingToDo, NotRoot, UnknownLab
 from netlab.net import links
 from netlab.net.batch import Batch, open_socket
 from netlab.net.namespaces import (
@@ -204,14 +204,14 @@ class Lab:
                     f"lab {self.name} is {state['status']} (interrupted?); run 'netlab cleanup "
                     f"--lab {self.name}' then 'netlab up --lab {self.name}'"
                 )
-            raise LabError(f"lab {self.name} is not up; run 'netlab up --lab {self.name}' first")
+            raise UnknownLab(f"lab {self.name} is not up; run 'netlab up --lab {self.name}' first")
         return state
 
     def topology(self) -> Topology:
         try:
             text = self.dir.topology_file.read_text()
         except FileNotFoundError:
-            raise LabError(
+            raise UnknownLab(
                 f"lab {self.name} is not up; run 'netlab up --lab {self.name}'"
             ) from None
         return parse_topology(text, source=str(self.dir.topology_file))
@@ -377,7 +377,7 @@ class Lab:
     def down(self, progress: Progress = _quiet) -> CleanupReport:
         require_root()
         if not self.dir.exists() and not list_namespaces(self.prefix):
-            raise LabError(f"lab {self.name} is not up (nothing to take down)")
+            raise NothingToDo(f"lab {self.name} is not up (nothing to take down)")
         return self.cleanup(progress)
 
     def cleanup(self, progress: Progress = _quiet) -> CleanupReport:

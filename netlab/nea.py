@@ -23,7 +23,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netlab import wireguard
-from netlab.errors import NetlabError, PreconditionFailed
+from netlab.errors import NetlabError, PreconditionFailed, UnknownNode
 from netlab.lab import Lab, Progress, _quiet
 from netlab.net import links
 from netlab.net.namespaces import Netlink, pids_in_namespaces
@@ -58,7 +58,7 @@ def tunnel_of(lab: Lab, key: str) -> Tunnel:
     if len(matches) == 1:
         return matches[0]
     known = ", ".join(plan.tunnels) or "none"
-    raise PreconditionFailed(f"no NEA pair {key!r} in lab {lab.name} (NEA pairs: {known})")
+    raise UnknownNode(f"no NEA pair {key!r} in lab {lab.name} (NEA pairs: {known})")
 
 
 def replicas_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> list[str]:
@@ -336,6 +336,9 @@ def reconnect(lab: Lab, tenant: str, progress: Progress = _quiet) -> list[str]:
     plan = lab.plan()
     tunnels = [t for t in plan.tunnels.values() if t.tenant == tenant]
     if not tunnels:
+        if tenant not in {t.tenant for t in plan.tunnels.values()} | {
+                n.tenant for n in plan.nodes.values()}:
+            raise UnknownNode(f"unknown tenant {tenant!r} in lab {lab.name}")
         raise PreconditionFailed(f"tenant {tenant!r} has no NEA pair in lab {lab.name}")
     state = lab.dir.read()
     done = []

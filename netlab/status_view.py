@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -20,65 +21,128 @@ STATE_STYLE = {
 }
 
 
-def render_status(data: dict[str, Any], console: Console | None = None) -> None:
+def _console() -> Console:
     # emoji off: a MAC such as 72:cd:.. would otherwise print as a CD icon
-    console = console or Console(emoji=False, highlight=False)
-    console.print(status_renderable(data))
+    return Console(emoji=False, highlight=False)
 
 
-def status_renderable(data: dict[str, Any]) -> RenderableType:
-    """The whole status view as one rich renderable (printed once, or live with --watch)."""
-    parts: list[RenderableType] = [Text.from_markup(
-        f"[bold]lab {data['lab']}[/bold]: {data['status']} (state: {data['state_dir']})",
-        emoji=False)]
-    vms = Table(title="VMs and replicas", title_justify="left")
-    for column in ("VM", "address", "power", "replica state", "replication", "restore points"):
+def _table(title: str) -> Table:
+    # no vertical rules: 80 columns hold every column without cutting an address
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                 pad_edge=False, collapse_padding=True)
+
+
+def render_status(data: dict[str, Any], console: Console | None = None,
+                  wide: bool = False) -> None:
+    console = console or _console()
+    if wide and not console.is_terminal:
+        console.width = max(console.width, 160)  # asked for wide: a pipe gets it whole
+    console.print(status_renderable(data, wide))
+
+
+def _vm_table(data: dict[str, Any]) -> Table:
+    vms = _table("VMs and replicas")
+    vms.add_column("VM", overflow="fold")
+    vms.add_column("address", no_wrap=True)  # never cut: it is what users copy
+    for column in ("power", "replica state", "replication", "points"):
         vms.add_column(column)
     for vm in data["vms"]:
         state = vm["replica_state"] or "-"
         style = STATE_STYLE.get(state, "")
         vms.add_row(
             vm["name"],
-            (vm["address"] or "(no lease)") + (" (DHCP)" if vm["dhcp"] else ""),
+            vm["address"] or "(no lease)",  # DHCP: said under replication (room for 80 columns)
             vm["power"],
             f"[{style}]{state}[/{style}]" if style else state,
-            "n/a (DHCP)" if vm["dhcp"] else vm["replication"] or "-",
+            "DHCP, none" if vm["dhcp"] else vm["replication"] or "-",
             str(vm["restore_points"]) if vm["replica"] else "-",
         )
-    parts.append(vms)
+    return vms
+
+
+def _tunnel_table(data: dict[str, Any]) -> Table:
+    tunnels = _table("Network extension (NEA pairs)")
+    tunnels.add_column("network", overflow="fold")
+    for column in ("power", "backend", "connectivity"):
+        tunnels.add_column(column)
+    tunnels.add_column("proxied here", no_wrap=True)
+    tunnels.add_column("detail", overflow="fold")
+    for key, tunnel in data["tunnels"].items():
+        conn = tunnel.get("connectivity", "-")
+        style = "green" if conn == "Connected" else ("red" if conn != "-" else "")
+        tunnels.add_row(
+            key,
+            tunnel.get("power", "off"),
+            tunnel.get("backend") or "-",
+            f"[{style}]{conn}[/{style}]" if style else conn,
+            "\n".join(tunnel.get("tenant_proxied", [])) or "-",
+            tunnel.get("detail", ""),
+        )
+    return tunnels
+
+
+def _interface_lines(node: dict[str, Any], wide: bool) -> str:
+    """One line per interface: name, addresses, state (and the MAC with --wide)."""
+    lines = []
+    for i in node["interfaces"]:
+        words = [i["name"], *([i["mac"]] if wide else []),
+                 ",".join(i["addresses"]) or "-", i["state"]]
+        lines.append(" ".join(words))
+    return "\n".join(lines)
+
+
+def _node_table(data: dict[str, Any], wide: bool) -> Table:
+    nodes = _table("Nodes" + ("" if wide else " (--wide: namespaces and MACs)"))
+    nodes.add_column("node", overflow="fold")
+    nodes.add_column("power")
+    if wide:
+        nodes.add_column("namespace", no_wrap=True)
+    nodes.add_column("interfaces", no_wrap=True)
+    for node in data["nodes"]:
+        row = [node["name"], node["power"], *([node["namespace"]] if wide else []),
+               _interface_lines(node, wide)]
+        nodes.add_row(*row)
+    return nodes
+
+
+def status_renderable(data: dict[str, Any], wide: bool = False) -> RenderableType:
+    """The whole status view as one rich renderable (printed once, or live with --watch)."""
+    parts: list[RenderableType] = [Text.from_markup(
+        f"[bold]lab {data['lab']}[/bold]: {data['status']} (state: {data['state_dir']})",
+        emoji=False)]
+    parts.append(_vm_table(data))
     if data.get("tunnels"):
-        tunnels = Table(title="Network extension (NEA pairs)", title_justify="left")
-        for column in ("network", "power", "backend", "connectivity", "proxied here", "detail"):
-            tunnels.add_column(column)
-        for key, tunnel in data["tunnels"].items():
-            conn = tunnel.get("connectivity", "-")
-            style = "green" if conn == "Connected" else ("red" if conn != "-" else "")
-            tunnels.add_row(
-                key,
-                tunnel.get("power", "off"),
-                tunnel.get("backend") or "-",
-                f"[{style}]{conn}[/{style}]" if style else conn,
-                ", ".join(tunnel.get("tenant_proxied", [])) or "-",
-                tunnel.get("detail", ""),
-            )
-        parts.append(tunnels)
+        parts.append(_tunnel_table(data))
     for warning in data.get("warnings", []):
         parts.append(Text.from_markup(f"[bold red]warning:[/bold red] {warning}", emoji=False))
-    nodes = Table(title="Nodes", title_justify="left")
-    for column in ("node", "power", "namespace", "interfaces"):
-        nodes.add_column(column)
-    for node in data["nodes"]:
-        ifaces = "; ".join(
-            f"{i['name']} {i['mac']} {','.join(i['addresses']) or '-'} {i['state']}"
-            for i in node["interfaces"]
-        )
-        nodes.add_row(node["name"], node["power"], node["namespace"], ifaces)
-    parts.append(nodes)
+    parts.append(_node_table(data, wide))
     return Group(*parts)
 
 
+def render_node(node: dict[str, Any], vm: dict[str, Any] | None,
+                console: Console | None = None) -> None:
+    """`netlab status NODE`: everything about one node, one fact a line."""
+    console = console or _console()
+    lines = [f"[bold]{node['name']}[/bold] ({node['kind']})",
+             f"  power:      {node['power']}",
+             f"  namespace:  {node['namespace']}"]
+    if vm is not None:
+        lines.append(f"  address:    {vm['address'] or '(no lease)'}"
+                     + (" (DHCP)" if vm["dhcp"] else ""))
+        if vm["replica"]:
+            lines += [f"  replica:    {vm['replica']}, {vm['replica_state']}",
+                      f"  replication: {vm['replication'] or '-'}, "
+                      f"{vm['restore_points']} restore point"
+                      f"{'' if vm['restore_points'] == 1 else 's'}"]
+    for i in node["interfaces"]:
+        lines.append(f"  interface {i['name']}: {i['mac']} "
+                     f"{','.join(i['addresses']) or '-'} {i['state']}")
+    for line in lines:
+        console.print(Text.from_markup(line, emoji=False), soft_wrap=True)
+
+
 def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool = False,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, wide: bool = False) -> None:
     """Show fetch()'s status every `interval` seconds until Ctrl-C, which ends it normally.
 
     On a terminal the view is redrawn in place (rich Live); into a pipe or a file each
@@ -87,12 +151,12 @@ def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: 
     """
     from netlab.errors import NetlabError
 
-    console = console or Console(emoji=False, highlight=False)
+    console = console or _console()
 
     def view() -> RenderableType:
         # the lab may go down or come up while watched: say so and keep watching
         try:
-            return status_renderable(fetch())
+            return status_renderable(fetch(), wide)
         except NetlabError as exc:
             return Text(f"netlab: {exc}", style="bold red")
 

@@ -11,7 +11,8 @@ import sys
 
 import click
 
-from netlab.cli import lab_option, reports_errors
+from netlab.cli_common import lab_option, reports_errors
+from netlab.commands.meta import complete_nodes
 from netlab.errors import NetlabError, UnknownNode
 
 
@@ -38,7 +39,7 @@ def tcpdump_argv(iface: str, write: str | None, count: int | None, expression: s
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.argument("node")
+@click.argument("node", shell_complete=complete_nodes)
 @click.argument("iface", required=False)
 @click.option("-w", "write", default=None, metavar="FILE",
               help="Write pcap to FILE ('-': to stdout, for 'wireshark -k -i -').")
@@ -62,7 +63,7 @@ def capture(node: str, iface: str | None, write: str | None, count: int | None,
       netlab capture sp/cgw -c 20 --filter 'udp port 6180'
       netlab capture acme/db -w - | wireshark -k -i -
     """
-    from netlab.cli import _lab
+    from netlab.cli_common import _lab
     from netlab.lab import require_root
     from netlab.run import in_netns, require_tool
 

@@ -9,10 +9,22 @@ from typing import Any
 
 import click
 
-from netlab.cli import _lab, _print_json, _progress, json_option, lab_option, reports_errors
+from netlab.cli_common import (
+    FullHelpGroup,
+    _confirm_discard,
+    _lab,
+    _print_json,
+    _progress,
+    json_option,
+    lab_option,
+    reports_errors,
+    yes_option,
+)
+from netlab.commands.meta import complete_tenants
+from netlab.errors import NothingToDo
 
 
-@click.group("plan")
+@click.group("plan", cls=FullHelpGroup)
 def plan_group() -> None:
     """Cloud failover plan: fail a whole tenant site over to the provider's cloud."""
 
@@ -32,7 +44,7 @@ def _print_results(report: Any, as_json: bool) -> None:
 
 
 @plan_group.command("start")
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenants)
 @click.option("--restore-point", "restore_point", default=None, metavar="latest|ID",
               help="Restore point each replica runs from (default: latest).")
 @lab_option
@@ -48,7 +60,7 @@ def start_command(tenant: str, restore_point: str | None, lab_name: str | None,
 
 
 @plan_group.command("test")
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenants)
 @lab_option
 @json_option
 @reports_errors
@@ -61,18 +73,22 @@ def test_command(tenant: str, lab_name: str | None, as_json: bool) -> None:
 
 
 @plan_group.command("undo")
-@click.argument("tenant")
-@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.argument("tenant", shell_complete=complete_tenants)
+@yes_option
 @lab_option
 @json_option
 @reports_errors
 def undo_command(tenant: str, yes: bool, lab_name: str | None, as_json: bool) -> None:
     """Replicas back to Normal in batches, DISCARDING their changes; gateway role removed."""
-    from netlab.cli import _confirm_discard
     from netlab.orchestrator import cloud_plan
 
     lab = _lab(lab_name)
     lab.require_up()
+    # the state check first: no discard warning before a refusal or a no-op
+    status = cloud_plan.status(lab, tenant)["status"]
+    if status != "running":
+        raise NothingToDo(f"the cloud failover plan of {tenant} is not running (it is "
+                          f"{status}): nothing to undo")
     _confirm_discard(f"plan undo discards everything written on the replicas of {tenant} "
                      "since the plan started", yes)
     report = cloud_plan.undo(lab, tenant, say=_progress(as_json))
@@ -80,7 +96,7 @@ def undo_command(tenant: str, yes: bool, lab_name: str | None, as_json: bool) ->
 
 
 @plan_group.command("retry")
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenants)
 @click.option("--restore-point", "restore_point", default=None, metavar="latest|ID",
               help="Restore point (default: the one the plan was started with).")
 @lab_option
@@ -96,7 +112,7 @@ def retry_command(tenant: str, restore_point: str | None, lab_name: str | None,
 
 
 @plan_group.command("status")
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenants)
 @lab_option
 @json_option
 @reports_errors

@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-from netlab.cli import _lab, lab_option, reports_errors
+from netlab.cli_common import _lab, lab_flag, lab_option, reports_errors
+from netlab.commands.meta import complete_vms
 from netlab.errors import NetlabError
 
 STEPS = 8
@@ -108,7 +109,7 @@ def _check_start(lab: Any, vm_name: str, observer_name: str) -> tuple[Any, Any]:
     vm, observer = plan.node(vm_name), plan.node(observer_name)
     if vm.kind.value != "vm" or vm.dhcp or plan.replica_of(vm.name) is None:
         raise NetlabError(f"{vm_name} is not a VM with a static address and a replica; "
-                          "the demo fails one over (default acme/web)")
+                          "the demo fails one over (--vm)")
     if observer.kind.value != "vm" or (observer.tenant, observer.network) != \
             (vm.tenant, vm.network) or observer.name == vm.name:
         raise NetlabError(f"--from {observer_name}: pick another VM on {vm.tenant}/"
@@ -123,6 +124,13 @@ def _check_start(lab: Any, vm_name: str, observer_name: str) -> tuple[Any, Any]:
             raise NetlabError(f"{node.name} is {lab.node_power(state, node)}; the demo "
                               f"needs it running: netlab vm start {node.name}")
     return vm, observer
+
+
+def _tunnel_of(lab: Any, vm: Any) -> Any:
+    tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
+    if tunnel is None:
+        raise NetlabError(f"{vm.tenant}/{vm.network} has no NEA pair to fail over through")
+    return tunnel
 
 
 def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
@@ -145,12 +153,10 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
     try:
         vm, observer = _check_start(lab, vm_name, observer_name)
         address = vm.address or ""
-        tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
-        if tunnel is None:
-            raise NetlabError(f"{vm.tenant}/{vm.network} has no NEA pair to fail over through")
-        nea_node = lab.plan().nodes[tunnel.tenant_nea]
+        tunnel = _tunnel_of(lab, vm)
         vm_mac = verify.interface_mac(vm.netns, vm.port.name)
-        nea_mac = verify.interface_mac(nea_node.netns, tunnel.tenant_lan_port)
+        nea_mac = verify.interface_mac(lab.plan().nodes[tunnel.tenant_nea].netns,
+                                       tunnel.tenant_lan_port)
         n.say(f"Tenant {vm.tenant} runs its VMs on {vm.tenant}/{vm.network}. {vm.name} "
               f"({address}) is replicated to the provider: its replica {vm.name}@sp sits "
               f"powered off in the provider's cloud network, same subnet, same address. "
@@ -172,24 +178,8 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
         if done.returncode != 0:
             n.say(f"No answer: curl gave up after 2 s. Users of {vm.name} are down.")
 
-        n.heading(f"partial failover of {vm.name}")
-        n.say(f"Only {vm.name} moves to the provider; the rest of {vm.tenant} keeps running "
-              "at home. The failover runs eight journaled steps:")
-        n.command("failover", vm.name)
-
-        def narrate(line: str) -> None:
-            m = _STEP_LINE.match(line)
-            n.output(line)
-            if m and m.group(2) in FAILOVER_GLOSS:
-                n.output(f"    = {FAILOVER_GLOSS[m.group(2)]}")
-
         failed_over = True
-        result = operations.failover(lab, [vm.name], say=narrate)
-        for warning in result.warnings:
-            n.output(f"warning: {warning}")
-        recovery = result.recovery_seconds
-        n.output(f"failover: {vm.name} done; recovery time "
-                 f"{recovery if recovery is not None else float('nan'):.3f} s")
+        recovery = _failover(lab, n, vm)
 
         n.heading(f"the ARP entry of {address} flips to the tenant NEA")
         mac = _show_arp(n, observer, address)
@@ -221,9 +211,44 @@ def run_demo(lab: Any, vm_name: str, observer_name: str, narrator: Narrator,
                      "with gratuitous ARP when it started"))
     finally:
         _restore(lab, n, vm_name, failed_over, vm_failed, brought_up)
+    _advice(lab, n, vm_name, brought_up)
+
+
+def _failover(lab: Any, n: Narrator, vm: Any) -> float | None:
+    """The failover step, each journaled step glossed in plain words; the recovery time."""
+    from netlab.orchestrator import operations
+
+    n.heading(f"partial failover of {vm.name}")
+    n.say(f"Only {vm.name} moves to the provider; the rest of {vm.tenant} keeps running "
+          "at home. The failover runs eight journaled steps:")
+    n.command("failover", vm.name)
+
+    def narrate(line: str) -> None:
+        m = _STEP_LINE.match(line)
+        n.output(line)
+        if m and m.group(2) in FAILOVER_GLOSS:
+            n.output(f"    = {FAILOVER_GLOSS[m.group(2)]}")
+
+    result = operations.failover(lab, [vm.name], say=narrate)
+    for warning in result.warnings:
+        n.output(f"warning: {warning}")
+    recovery = result.recovery_seconds
+    n.output(f"failover: {vm.name} done; recovery time "
+             f"{recovery if recovery is not None else float('nan'):.3f} s")
+    return recovery
+
+
+def _advice(lab: Any, n: Narrator, vm_name: str, brought_up: bool) -> None:
+    """What to try next, on the lab as the demo leaves it (down again if it was down)."""
     click.echo()
-    n.say("Try it yourself: 'netlab validate' proves what the demo showed, 'netlab events' "
-          "lists every step with its timestamp.")
+    flag = lab_flag(lab)
+    if brought_up:  # the lab is down again: advise what works on a down lab
+        n.say(f"Try it yourself: 'netlab up{flag}', then 'netlab vm fail{flag} {vm_name}' and "
+              f"'netlab failover{flag} {vm_name}'; 'netlab validate{flag}' proves what the "
+              f"demo showed, 'netlab events{flag}' lists every step with its timestamp.")
+    else:
+        n.say(f"Try it yourself: 'netlab validate{flag}' proves what the demo showed, "
+              f"'netlab events{flag}' lists every step with its timestamp.")
 
 
 def _restore(lab: Any, n: Narrator, vm_name: str, failed_over: bool, vm_failed: bool,
@@ -261,25 +286,60 @@ def _restore(lab: Any, n: Narrator, vm_name: str, failed_over: bool, vm_failed: 
                 n.output(f"lab {lab.name} is down")
 
 
+def choose(lab: Any, vm_name: str | None, observer_name: str | None) -> tuple[str, str]:
+    """The VM to fail over and the neighbour to watch from: given, else from the
+    topology of the lab (the one `up` would use when the lab is down)."""
+    from netlab.commands.hints import failover_pairs
+
+    if lab.is_up():
+        plan = lab.plan()
+    else:
+        from netlab.plan import build_plan
+        from netlab.topology import load_topology
+
+        plan = build_plan(lab.name, load_topology(None))
+    if vm_name is not None:
+        plan.node(vm_name)  # an unknown name: exit 2 with the node names
+    if observer_name is not None:
+        plan.node(observer_name)
+    if vm_name is not None and observer_name is not None:
+        return vm_name, observer_name
+    pairs = [(vm, other) for vm, other in failover_pairs(plan)
+             if vm_name in (None, vm.name) and observer_name in (None, other.name)]
+    if not pairs:
+        if not failover_pairs(plan):
+            raise NetlabError(
+                f"lab {lab.name} has nothing to demonstrate: the demo needs a network with an "
+                "NEA pair, a replicated VM with a static address on it and a second static "
+                "VM beside it; add 'nea:' and 'replication:' to a network of the topology")
+        raise NetlabError(f"no VM beside {vm_name or observer_name} to pair it with: name "
+                          "both with --vm and --from")
+    return pairs[0][0].name, pairs[0][1].name
+
+
 @click.command()
 @click.option("--step", "pause", is_flag=True,
               help="Pause for Enter between steps (on a terminal; ignored without one).")
-@click.option("--vm", "vm_name", default="acme/web", show_default=True, metavar="TENANT/VM",
-              help="The VM to fail over.")
-@click.option("--from", "observer_name", default="acme/db", show_default=True,
-              metavar="TENANT/VM", help="The neighbour whose ARP table is shown.")
+@click.option("--vm", "vm_name", default=None, metavar="TENANT/VM",
+              shell_complete=complete_vms,
+              help="The VM to fail over (default: the first replicated VM of a network "
+                   "with an NEA pair).")
+@click.option("--from", "observer_name", default=None, metavar="TENANT/VM",
+              shell_complete=complete_vms,
+              help="The neighbour whose ARP table is shown (default: a VM beside --vm).")
 @lab_option
 @reports_errors
-def demo(pause: bool, vm_name: str, observer_name: str, lab_name: str | None) -> None:
+def demo(pause: bool, vm_name: str | None, observer_name: str | None,
+         lab_name: str | None) -> None:
     """A guided walkthrough of partial failover, with the real commands and outputs.
 
-    Brings the lab up if needed, shows the ARP table of acme/db, fails acme/web,
+    Brings the lab up if needed, shows a neighbour's ARP table, fails a VM,
     fails it over, shows the ARP entry flipping to the tenant NEA's MAC and the
     replica answering, then undoes it all: the lab is left as it was found.
+    The VM and the neighbour come from the lab's topology unless named.
     """
-    from netlab.lab import require_root
-
-    require_root()
     lab = _lab(lab_name)
-    narrator = Narrator(["--lab", lab.name] if lab_name else [], pause and sys.stdin.isatty())
+    vm_name, observer_name = choose(lab, vm_name, observer_name)
+    narrator = Narrator(["--lab", lab.name] if lab_flag(lab) else [],
+                        pause and sys.stdin.isatty())
     run_demo(lab, vm_name, observer_name, narrator, progress=narrator.output)

@@ -8,28 +8,30 @@ from typing import Any
 
 import click
 
-from netlab.cli import lab_option, reports_errors
-from netlab.errors import NetlabError
+from netlab.cli_common import lab_option, reports_errors, runs_without_root
+from netlab.errors import NetlabError, UnknownLab
 
 FORMATS = ("dot", "svg", "png")
 
 
 def _plan_and_state(lab_name: str | None, topology: str | None) -> tuple[Any, dict | None]:
     """The plan and state of a running lab, or (with --topology) a plan and no state."""
+    from netlab.cli_common import lab_name_in_use
     from netlab.plan import build_plan
-    from netlab.state import default_lab_name
     from netlab.topology import load_topology
 
-    name = default_lab_name() if lab_name is None else lab_name
+    name = lab_name_in_use(lab_name)
     if topology is not None:
         # "default" is the topology that ships with netlab, unless a file has that name
         path = None if topology == "default" and not Path(topology).exists() else topology
         return build_plan(name, load_topology(path)), None
-    from netlab.cli import _lab
+    from netlab.cli_common import _lab
+    from netlab.lab import require_root
 
+    require_root()
     lab = _lab(lab_name)
     if not lab.is_up():
-        raise NetlabError(
+        raise UnknownLab(
             f"lab {lab.name} is not up; bring it up, or draw a topology without a lab: "
             "'netlab graph --topology default' (or --topology FILE)"
         )
@@ -38,9 +40,17 @@ def _plan_and_state(lab_name: str | None, topology: str | None) -> tuple[Any, di
 
 def render(dot_text: str, fmt: str) -> bytes:
     """DOT text through Graphviz `dot` into SVG or PNG bytes."""
-    from netlab.run import PACKAGE_OF, require_tool, run_bytes
+    import shutil
 
-    dot = require_tool("dot")  # names the graphviz package when it is missing
+    from netlab.errors import ToolMissing
+    from netlab.run import PACKAGE_OF, run_bytes
+
+    dot = shutil.which("dot")
+    if dot is None:  # only setup.sh's --with-graphviz installs it, so name that
+        raise ToolMissing(f"svg and png need Graphviz's 'dot', which is not installed: run "
+                          f"'scripts/setup.sh --with-graphviz' (or 'apt-get install -y "
+                          f"{PACKAGE_OF['dot']}'); 'netlab graph' without -o/--format "
+                          "writes DOT, and --ascii needs nothing")
     code, out, err = run_bytes([dot, f"-T{fmt}"], dot_text.encode())
     if code != 0:
         raise NetlabError(f"dot ({PACKAGE_OF['dot']}) failed: {err.strip() or f'exit {code}'}")
@@ -58,6 +68,7 @@ def render(dot_text: str, fmt: str) -> bytes:
               help="Draw a topology file ('default': the built-in lab) without a running lab.")
 @lab_option
 @reports_errors
+@runs_without_root  # a topology file is drawn by anyone; a running lab needs root
 def graph(fmt: str | None, output: str | None, as_ascii: bool, topology: str | None,
           lab_name: str | None) -> None:
     """The lab as a picture: sites as clusters, VMs coloured by replica state, the tunnels.

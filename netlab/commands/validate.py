@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from netlab.cli import _lab, _print_json, json_option, lab_option, reports_errors
+from netlab.cli_common import _lab, _print_json, json_option, lab_option, reports_errors
 
 STATUS_STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow"}
 

@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from netlab.cli import lab_option, reports_errors
+from netlab.cli_common import lab_option, reports_errors
 from netlab.errors import NetlabError
 
 

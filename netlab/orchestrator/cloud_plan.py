@@ -46,7 +46,7 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from netlab import nea, storage
-from netlab.errors import NetlabError, PreconditionFailed
+from netlab.errors import NetlabError, NothingToDo, PreconditionFailed, UnknownNode
 from netlab.lab import Lab, namespace_sysctls, segment_sysctls
 from netlab.net import links
 from netlab.net.namespaces import Netlink, delete_namespace, namespace_exists
@@ -218,7 +218,7 @@ def gateway_plan_ruleset(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> st
 def _failover_plan(lab: Lab, tenant: str) -> FailoverPlan:
     topology = lab.topology()
     if tenant not in topology.tenants:
-        raise PreconditionFailed(
+        raise UnknownNode(
             f"unknown tenant {tenant!r}; tenants of lab {lab.name}: "
             f"{', '.join(topology.tenants)}")
     fp = topology.failover_plans.get(tenant)
@@ -593,7 +593,7 @@ def undo(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
         state = lab.dir.read()
         record = _record(state, tenant)
         if record.get("status") != RUNNING:
-            raise PreconditionFailed(
+            raise NothingToDo(
                 f"the cloud failover plan of {tenant} is not running (it is "
                 f"{record.get('status', NOT_STARTED)}): nothing to undo")
         at_sp = [vm for vm in reversed(record.get("vms", []))

@@ -77,7 +77,7 @@ class _Operation:
 def _vm_node(lab: Lab, name: str) -> Node:
     node = lab.plan().node(name)
     if node.kind is not NodeKind.VM:
-        raise UnknownNode(f"{name} is not a tenant VM (it is a {node.kind})")
+        raise UnknownNode(f"{name} is not a tenant VM (its kind: {node.kind})")
     return node
 
 
