@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from netlab import storage
-from netlab.errors import LabError, NotRoot
+from netlab.errors import LabError, NetlabError, NotRoot
+from netlab.lab_daemons import (
+    PROXY_ARP,
+    PROXY_ARP_SOCKET,
+    SUPERVISOR,
+    find_proxy_arp,
+    find_supervisors,
+    start_proxy_arp,
+    start_supervisor,
+)
 from netlab.net import links
 from netlab.net.batch import Batch, open_socket
 from netlab.net.namespaces import (
@@ -43,6 +52,7 @@ from netlab.processes import (
     record_of,
     stop_processes,
 )
+from netlab.proxyarp.client import ProxyArpClient
 from netlab.run import require_tool
 from netlab.state import LabDir
 from netlab.topology import Topology, load_topology, parse_topology
@@ -229,6 +239,11 @@ class Lab:
         path.chmod(0o700)
         return path
 
+    @property
+    def proxy_arp_socket(self) -> Path:
+        """Control socket of the lab's one proxy-ARP process."""
+        return self.socket_dir / PROXY_ARP_SOCKET
+
     def disk_dir(self, vm_node: str) -> Path:
         tenant, vm = vm_node.split("/", 1)
         return self.dir.root / "disks" / tenant / vm
@@ -354,6 +369,8 @@ class Lab:
                     "leases": leases,
                 }
             )
+        if plan.tunnels:
+            self.start_proxy_arp()
         self.ensure_supervisor()
 
     def _first_restore_point(self, plan: LabPlan, vm: Node, seeded: Future) -> int:
@@ -363,14 +380,24 @@ class Lab:
 
     def ensure_supervisor(self) -> None:
         """Start the lab's supervisor unless it runs (it restarts daemons that die)."""
-        from netlab.supervisor import start_supervisor
-
         with self.dir.update() as state:
-            data = state.get("processes", {}).get("supervisor")
+            data = state.get("processes", {}).get(SUPERVISOR)
             if data and is_alive(ProcessRecord.from_dict(data)):
                 return
-            rec = start_supervisor(self)
-            state.setdefault("processes", {})["supervisor"] = rec.to_dict() | {"supervised": False}
+            rec = start_supervisor(self.name, self.dir.sub("logs"))
+            state.setdefault("processes", {})[SUPERVISOR] = rec.to_dict() | {"supervised": False}
+
+    def start_proxy_arp(self) -> ProcessRecord:
+        """Start the lab's proxy-ARP process, record it (supervised) and wait until it
+        answers. It serves no appliance yet: powering an NEA pair on attaches its two."""
+        rec = start_proxy_arp(self.proxy_arp_socket, self.dir.sub("logs"))
+        with self.dir.update() as state:
+            state.setdefault("processes", {})[PROXY_ARP] = rec.to_dict() | {"supervised": True}
+        try:
+            ProxyArpClient(str(self.proxy_arp_socket)).wait_ready(timeout=10, process=rec)
+        except NetlabError as exc:
+            raise LabError(f"{exc} (log: {self.dir.sub('logs') / 'proxyarp.log'})") from None
+        return rec
 
     # ----- down and cleanup -----------------------------------------------
 
@@ -385,14 +412,14 @@ class Lab:
         require_root()
         report = CleanupReport()
         state = self.dir.read()
-        from netlab.supervisor import find_supervisors
-
         recorded = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
-        by_pid = {r.pid: r for r in [*find_supervisors(self.name), *recorded]}
+        found = [*find_supervisors(self.name),
+                 *find_proxy_arp(SOCKET_RUN_DIR / self.name / PROXY_ARP_SOCKET)]
+        by_pid = {r.pid: r for r in [*found, *recorded]}
         records = list(by_pid.values())
         # The supervisor first, so that it restarts nothing while the rest goes.
-        supervisors = [r for r in records if r.name == "supervisor"]
-        others = [r for r in records if r.name != "supervisor"]
+        supervisors = [r for r in records if r.name == SUPERVISOR]
+        others = [r for r in records if r.name != SUPERVISOR]
         for group in (supervisors, others):
             for rec in stop_processes(group):
                 report.processes.append(f"{rec.name} (pid {rec.pid})")

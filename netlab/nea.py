@@ -16,15 +16,16 @@ production LAN and the cloud network look like one segment:
 from __future__ import annotations
 
 import contextlib
-import sys
+import fcntl
 import time
-from collections.abc import Callable
-from ipaddress import IPv4Network
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from netlab import wireguard
-from netlab.errors import NetlabError, PreconditionFailed
+from netlab.errors import PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
+from netlab.lab_daemons import PROXY_ARP
 from netlab.net import links
 from netlab.net.namespaces import Netlink, pids_in_namespaces
 from netlab.orchestrator.states import RUNNING_AT_SP
@@ -34,10 +35,10 @@ from netlab.processes import (
     command_line,
     is_alive,
     record_of,
-    start_process,
     stop_process,
 )
-from netlab.proxyarp.client import ProxyArpClient
+from netlab.proxyarp.client import DaemonNotRunning, ProxyArpClient
+from netlab.proxyarp.sets import SetSpec
 from netlab.run import run
 
 CONNECTED = "Connected"
@@ -73,14 +74,23 @@ def replicas_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> list
     return sorted(addresses)
 
 
-def sp_proxied(tunnel: Tunnel, at_sp: list[str]) -> list[str]:
-    """Every address of the subnet but the local replicas and the SP NEA itself."""
-    skip = set(at_sp) | {tunnel.sp_nea_address}
-    return [str(a) for a in IPv4Network(tunnel.subnet).hosts() if str(a) not in skip]
+def plan_sets(tunnel: Tunnel, at_sp: list[str], gateway_role: bool = False
+              ) -> dict[str, SetSpec]:
+    """The sets of both sides as prefixes with exceptions, whatever the subnet size.
 
-
-def _socket_path(lab: Lab, node: str) -> str:
-    return str(lab.socket_dir / f"proxyarp-{node.replace('/', '.')}.sock")
+    The SP NEA answers for its subnet minus what answers on the SP side itself: the
+    replicas running there, its own address, and the gateway's address while a cloud
+    failover plan gives the SP that role. The tenant NEA answers for the replicas.
+    """
+    exceptions = set(at_sp) | {tunnel.sp_nea_address}
+    if gateway_role:
+        exceptions.add(tunnel.gateway_address)
+    in_subnet = IPv4Network(tunnel.subnet)
+    ordered = sorted((a for a in exceptions if IPv4Address(a) in in_subnet), key=IPv4Address)
+    return {
+        "sp": SetSpec(prefixes=(str(in_subnet),), exceptions=tuple(ordered)),
+        "tenant": SetSpec(addresses=tuple(sorted(at_sp, key=IPv4Address))),
+    }
 
 
 def _keys(lab: Lab, tunnel: Tunnel) -> tuple[wireguard.KeyPair, wireguard.KeyPair]:
@@ -179,55 +189,6 @@ def stop_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
                               CLOUD_RULE_PRIORITY)
 
 
-# ----- proxy-ARP daemons -------------------------------------------------------------
-
-
-def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> Callable[[], None]:
-    """Start one side's proxy-ARP daemon; call the result to wait until it answers.
-
-    Starting both sides before waiting for either overlaps their start-up
-    (Python and Scapy imports, ~0.13 s each).
-    """
-    plan = lab.plan()
-    state = lab.dir.read()
-    at_sp = replicas_at_sp(plan, state, tunnel)
-    if side == "sp":
-        node, iface = plan.nodes[tunnel.sp_nea], tunnel.sp_cloud_port
-        addresses, gratuitous = sp_proxied(tunnel, at_sp), 0
-    else:
-        node, iface = plan.nodes[tunnel.tenant_nea], tunnel.tenant_lan_port
-        # neighbours switch to the NEA's MAC at once instead of when their entry ages out
-        addresses, gratuitous = at_sp, 3
-    sock = _socket_path(lab, node.name)
-    argv = [sys.executable, "-m", "netlab.proxyarp", "--iface", iface, "--socket", sock,
-            "--gratuitous-count", str(gratuitous)]
-    if addresses:
-        argv += ["--address", ",".join(addresses)]
-    log = lab.dir.sub("logs") / f"proxyarp-{node.name.replace('/', '.')}.log"
-    rec = start_process(f"proxyarp:{node.name}", argv, netns=node.netns, log_path=log)
-    _record(lab, rec)
-
-    def wait_ready() -> None:
-        try:
-            ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
-        except NetlabError as exc:
-            raise NetlabError(f"{exc} (log: {log})") from None
-
-    return wait_ready
-
-
-def stop_proxy_daemon(lab: Lab, node_name: str) -> None:
-    name = f"proxyarp:{node_name}"
-    with lab.dir.update() as state:
-        records = _records(state, name)
-        state.get("processes", {}).pop(name, None)
-    if not records:
-        node = lab.plan().nodes[node_name]
-        records = _unrecorded(node.netns, [sys.executable, "-m", "netlab.proxyarp"])
-    for rec in records:
-        stop_process(rec)
-
-
 def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
     """Processes of an NEA that a crash dropped from the state before it stopped them
     (the record goes first, so that the supervisor does not restart what is being
@@ -240,6 +201,95 @@ def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
             if rec is not None:
                 found.append(rec)
     return found
+
+
+# ----- proxy ARP: one process of the lab serves every appliance ------------------------
+
+
+def proxy_sets(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> dict[str, SetSpec]:
+    """What each side of the pair answers ARP for, from the lab state."""
+    return plan_sets(tunnel, replicas_at_sp(plan, state, tunnel),
+                     gateway_at_sp(plan, state, tunnel))
+
+
+def gateway_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> bool:
+    """True while a running cloud failover plan gives the SP NEA the gateway's address."""
+    record = state.get("plans", {}).get(tunnel.tenant, {})
+    if record.get("status") != "running" or not record.get("gateway_taken", True):
+        return False
+    return any(plan.nodes[vm].network == tunnel.network
+               for vm in record.get("vms", []) if vm in plan.nodes)
+
+
+def _daemon_client(lab: Lab) -> ProxyArpClient:
+    return ProxyArpClient(str(lab.proxy_arp_socket))
+
+
+@contextlib.contextmanager
+def _daemon_lock(lab: Lab) -> Iterator[None]:
+    """Serialises (re)starting the daemon and pushing sets to it: each holder reads the
+    state inside the lock, so the last set pushed is always made from the latest state,
+    whether it comes from a command or from the supervisor relearning after a restart."""
+    path = lab.dir.sub("locks") / "_proxyarp-daemon.lock"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_proxy_daemon(lab: Lab) -> bool:
+    """Make sure the lab's proxy-ARP process runs and knows every powered-on appliance;
+    True when it had to be (re)started."""
+    with _daemon_lock(lab):
+        data = lab.dir.read().get("processes", {}).get(PROXY_ARP)
+        rec = ProcessRecord.from_dict(data) if data else None
+        if rec is not None and is_alive(rec) and _daemon_client(lab).ping():
+            return False
+        if rec is not None:
+            stop_process(rec)  # a stuck one would keep the control socket
+        lab.start_proxy_arp()
+        for tunnel in lab.plan().tunnels.values():
+            if lab.dir.read().get("neas", {}).get(tunnel.key, {}).get("power") == "on":
+                _push(lab, tunnel, attach=True)
+        return True
+
+
+def _push(lab: Lab, tunnel: Tunnel, attach: bool) -> None:
+    """Send both sides' sets (and attach them first): the SP side first, so a replica's
+    address is never claimed by a proxy on both sides at once."""
+    plan = lab.plan()
+    sets = proxy_sets(plan, lab.dir.read(), tunnel)
+    daemon = _daemon_client(lab)
+    for side in ("sp", "tenant"):
+        node_name = tunnel.sp_nea if side == "sp" else tunnel.tenant_nea
+        client = daemon.for_appliance(node_name)
+        if attach:
+            iface = tunnel.sp_cloud_port if side == "sp" else tunnel.tenant_lan_port
+            # the tenant side announces its replicas, so neighbours switch to its MAC at
+            # once instead of when their entry ages out
+            client.attach(plan.nodes[node_name].netns, iface,
+                          gratuitous_count=0 if side == "sp" else 3)
+        spec = sets[side]
+        client.set(spec.prefixes, spec.addresses, spec.exceptions)
+
+
+def attach_pair(lab: Lab, tunnel: Tunnel) -> None:
+    """The pair's appliances answer ARP from now on, each for its set."""
+    ensure_proxy_daemon(lab)
+    with _daemon_lock(lab):
+        _push(lab, tunnel, attach=True)
+
+
+def detach_pair(lab: Lab, tunnel: Tunnel) -> None:
+    """The pair's appliances answer no ARP any more (nothing to do if the daemon is gone:
+    the next start learns only powered-on pairs)."""
+    daemon = _daemon_client(lab)
+    with _daemon_lock(lab):
+        for node_name in (tunnel.tenant_nea, tunnel.sp_nea):
+            with contextlib.suppress(DaemonNotRunning):
+                daemon.for_appliance(node_name).detach()
 
 
 # ----- the pair ----------------------------------------------------------------------
@@ -258,14 +308,12 @@ def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     try:
         start_tunnel_side(lab, tunnel, "sp")
         start_tunnel_side(lab, tunnel, "tenant")
-        waiters = [start_proxy_daemon(lab, tunnel, side) for side in ("sp", "tenant")]
-        for wait_ready in waiters:
-            wait_ready()
+        with lab.dir.update() as state:
+            state.setdefault("neas", {})[tunnel.key] = {"power": "on", "backend": backend.name}
+        attach_pair(lab, tunnel)
     except BaseException:
         _power_off(lab, tunnel)
         raise
-    with lab.dir.update() as state:
-        state.setdefault("neas", {})[tunnel.key] = {"power": "on", "backend": backend.name}
     elapsed = time.monotonic() - started
     lab.dir.journal("nea-up", network=tunnel.key, seconds=round(elapsed, 4))
     progress(f"NEA pair {tunnel.key} on ({backend.name} WireGuard) in {elapsed:.2f} s")
@@ -284,8 +332,7 @@ def nea_down(lab: Lab, key: str, progress: Progress = _quiet) -> None:
 def _power_off(lab: Lab, tunnel: Tunnel) -> None:
     with lab.dir.update() as state:
         state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
-    stop_proxy_daemon(lab, tunnel.tenant_nea)
-    stop_proxy_daemon(lab, tunnel.sp_nea)
+    detach_pair(lab, tunnel)
     stop_tunnel_side(lab, tunnel, "tenant")
     stop_tunnel_side(lab, tunnel, "sp")
     plan = lab.plan()
@@ -318,15 +365,9 @@ def sync_proxies(lab: Lab, key: str) -> dict[str, list[str]]:
             else:
                 links.delete_route(tenant_sock, host)
                 links.delete_route(sp_sock, host)
-    tenant = ProxyArpClient(_socket_path(lab, tenant_node.name))
-    sp = ProxyArpClient(_socket_path(lab, sp_node.name))
-    # The SP NEA stops answering for a replica before the tenant NEA starts, so the
-    # replica's address is never claimed by a proxy on both sides at once.
-    sp.remove(at_sp)
-    stale_tenant = [a for a in tenant.list() if a not in at_sp]
-    tenant.remove(stale_tenant)
-    tenant.add(at_sp)
-    sp.add([a for a in sp_proxied(tunnel, at_sp) if a not in at_sp])
+    ensure_proxy_daemon(lab)
+    with _daemon_lock(lab):
+        _push(lab, tunnel, attach=False)
     return {"tenant": at_sp, "sp_removed": at_sp}
 
 
@@ -374,8 +415,7 @@ def probe(lab: Lab, tunnel: Tunnel, timeout: float = 1.0) -> bool:
 def recent_restarts(lab: Lab, tunnel: Tunnel) -> list[dict[str, Any]]:
     """Supervisor restarts of the pair's daemons in the last RECENT_RESTART_SECONDS,
     since the pair was last powered on or reconnected (oldest first)."""
-    names = {f"{kind}:{node}" for kind in ("wireguard", "proxyarp")
-             for node in (tunnel.tenant_nea, tunnel.sp_nea)}
+    names = {f"wireguard:{node}" for node in (tunnel.tenant_nea, tunnel.sp_nea)} | {PROXY_ARP}
     since = time.time() - RECENT_RESTART_SECONDS
     found: list[dict[str, Any]] = []
     for event in lab.dir.events():
@@ -402,7 +442,7 @@ def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dic
     dead = [
         rec.name for rec in _records(
             state, f"wireguard:{tunnel.tenant_nea}", f"wireguard:{tunnel.sp_nea}",
-            f"proxyarp:{tunnel.tenant_nea}", f"proxyarp:{tunnel.sp_nea}",
+            PROXY_ARP,
         ) if not is_alive(rec)
     ]
     handshake = None

@@ -616,6 +616,8 @@ def undo(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
             lab.dir.journal("plan-undo:batch", tenant=tenant, batch=number, vms=batch)
             say(f"batch {number}: {', '.join(batch)} back to Normal, deltas discarded")
         _drop_gateway_role(lab, tenant, fp)
+        # the SP NEA may proxy the gateway's address again (nea.gateway_at_sp)
+        _update_record(lab, tenant, gateway_taken=False)
         lab.dir.journal("plan-undo:gateway", tenant=tenant,
                         message="gateway role, NAT and public addresses removed")
         say("gateway role, NAT and public addresses removed")

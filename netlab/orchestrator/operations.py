@@ -202,29 +202,25 @@ def _run_failover(
     op.log(3, "power-on", "replicas powered on, state Normal -> Failover; sources stay on",
            warnings=result.warnings)
     networks = list(dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms))
-    daemons_starting = []
-    for key in networks:
-        tunnel = plan.tunnels[key]
-        if state.get("neas", {}).get(key, {}).get("power") != "on":
-            nea.start_tunnel_side(lab, tunnel, "sp")
-            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "sp"))
-    op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up, proxy "
-           "ARP for the production addresses starting")
+    powering = [key for key in networks
+                if state.get("neas", {}).get(key, {}).get("power") != "on"]
+    for key in powering:
+        nea.start_tunnel_side(lab, plan.tunnels[key], "sp")
+    op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up")
     for vm in vms:
         _set_replica(lab, vm.name, replication="on hold")
     op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
     for key in networks:
         tunnel = plan.tunnels[key]
-        if state.get("neas", {}).get(key, {}).get("power") != "on":
+        if key in powering:
             nea.start_tunnel_side(lab, tunnel, "tenant")
-            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "tenant"))
-            for wait_ready in daemons_starting:
-                wait_ready()
-            daemons_starting.clear()
             with lab.dir.update() as now:
                 now.setdefault("neas", {})[key] = {
                     "power": "on", "backend": nea.backend_for(lab).name}
-        nea.sync_proxies(lab, key)
+            # the SP side's set first: the subnet but the replicas now at the SP
+            nea.attach_pair(lab, tunnel)
+        else:
+            nea.sync_proxies(lab, key)
     op.log(6, "tenant-nea", "tenant NEA on: WireGuard client through the gateway, proxy ARP "
            "and gratuitous ARP for " + ", ".join(v.address or "" for v in vms))
     op.log(7, "delta", "writes on the replicas go to the delta of their restore point")
