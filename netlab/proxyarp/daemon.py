@@ -226,7 +226,7 @@ class ProxyArpDaemon:
 
     @staticmethod
     def _addresses_of(request: dict, key: str = "addresses") -> list[int]:
-        addresses = request.get(key, [])
+        addresses = request.get(key)
         if not isinstance(addresses, list):
             raise ValueError(f"'{key}' must be a list of IPv4 addresses")
         if len(addresses) > MAX_ENTRIES:
