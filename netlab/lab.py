@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlab import storage
+from netlab import limits, storage
 from netlab.errors import LabError, NetlabError, NotRoot
 from netlab.lab_daemons import (
     PROXY_ARP,
@@ -254,8 +254,13 @@ class Lab:
 
     # ----- up --------------------------------------------------------------
 
-    def up(self, topology_path: str | Path | None = None, progress: Progress = _quiet) -> str:
-        """Bring the lab up; return "created" or "already up". Roll back on any failure."""
+    def up(self, topology_path: str | Path | None = None, progress: Progress = _quiet,
+           raise_limits: bool = False) -> str:
+        """Bring the lab up; return "created" or "already up". Roll back on any failure.
+
+        With `raise_limits` (the user's consent), host limits that would keep the lab's
+        NEA pairs from all running at once (netlab.limits) are raised, the old values
+        recorded and put back by `down`."""
         require_root()
         for tool in ("nsenter", "nft", "busybox"):
             require_tool(tool)
@@ -264,11 +269,12 @@ class Lab:
         plan = build_plan(self.name, topology)
         if plan.dhcp_servers:
             require_tool("dnsmasq")
+        backend = "kernel"
         if plan.tunnels:
             from netlab import wireguard
 
             # NETLAB_WG=kernel on a kernel without the module fails here, before anything exists
-            wireguard.select_backend()
+            backend = wireguard.select_backend().name
 
         with self.dir.locked():
             state = self.dir.read()
@@ -299,6 +305,8 @@ class Lab:
         self.dir.journal("up-started", lab=self.name)
         self._plan = plan
         try:
+            if raise_limits and plan.tunnels and backend != "kernel":
+                self._raise_limits(len(plan.tunnels), progress)
             self._apply(plan, progress)
         except BaseException as exc:
             progress(f"bring-up failed ({exc}); removing what was created")
@@ -306,6 +314,15 @@ class Lab:
             raise
         self.dir.journal("up-finished", lab=self.name)
         return "created"
+
+    def _raise_limits(self, pairs: int, progress: Progress) -> None:
+        changed = limits.raise_for(pairs)
+        with self.dir.update() as state:
+            state["limits_raised"] = changed
+        for key, values in changed.items():
+            progress(f"{key} raised from {values['old']} to {values['new']} for {pairs} NEA "
+                     "pairs (put back by 'netlab down')")
+            self.dir.journal("limit-raised", sysctl=key, **values)
 
     def _apply(self, plan: LabPlan, progress: Progress) -> None:
         started = time.monotonic()
@@ -430,6 +447,9 @@ class Lab:
                   if (rec := record_of(pid, f"process in {netns}")) is not None]
         for rec in stop_processes(strays):
             report.processes.append(f"pid {rec.pid} in {rec.name.removeprefix('process in ')}")
+        restored = limits.restore(state.get("limits_raised", {}))
+        if restored:
+            progress(f"put back {', '.join(restored)} as they were before 'up --raise-limits'")
         for sock in sorted(WIREGUARD_RUN_DIR.glob(f"{self.prefix}w*.sock")):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
@@ -502,6 +522,7 @@ class Lab:
             "nodes": nodes,
             "vms": vms,
             "neas": state.get("neas", {}),
+            "wireguard": self.wireguard_capacity(state) if plan.tunnels else None,
             "processes": processes,
             "warnings": [
                 f"IP conflict: {vm['name']} is powered on while its replica runs at the SP; "
@@ -512,6 +533,16 @@ class Lab:
                 and vm["replica_state"] in RUNNING_AT_SP
             ],
         }
+
+    def wireguard_capacity(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Which WireGuard backend runs, how many NEA pairs are on and how many more fit
+        on this host (netlab.limits; pairs_left None: no ceiling)."""
+        from netlab import wireguard
+
+        info = limits.capacity(wireguard.select_backend().name)
+        info["pairs_on"] = sum(1 for n in state.get("neas", {}).values()
+                               if n.get("power") == "on")
+        return info
 
     def node_power(self, state: dict[str, Any], node: Node) -> str:
         if node.kind in (NodeKind.TENANT_NEA, NodeKind.SP_NEA):

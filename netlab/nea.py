@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from netlab import wireguard
+from netlab import limits, wireguard
 from netlab.errors import PreconditionFailed
 from netlab.lab import Lab, Progress, _quiet
 from netlab.lab_daemons import PROXY_ARP
@@ -120,6 +120,15 @@ def _records(state: dict[str, Any], *names: str) -> list[ProcessRecord]:
 
 def backend_for(lab: Lab) -> wireguard.WireGuardBackend:
     return wireguard.select_backend(log_dir=lab.dir.sub("logs"))
+
+
+def check_room_for(lab: Lab, keys: list[str]) -> None:
+    """Refuse, before anything changes, when powering the pairs of `keys` that are off
+    on would cross a host limit of the WireGuard backend (netlab.limits)."""
+    neas = lab.dir.read().get("neas", {})
+    off = [key for key in dict.fromkeys(keys) if neas.get(key, {}).get("power") != "on"]
+    if off:
+        limits.check_room(backend_for(lab).name, len(off))
 
 
 # ----- tunnel ------------------------------------------------------------------
@@ -302,6 +311,7 @@ def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     state = lab.dir.read()
     if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
         return 0.0
+    check_room_for(lab, [tunnel.key])
     started = time.monotonic()
     backend = backend_for(lab)
     lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)

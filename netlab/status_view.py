@@ -62,6 +62,12 @@ def status_renderable(data: dict[str, Any]) -> RenderableType:
                 tunnel.get("detail", ""),
             )
         parts.append(tunnels)
+    if data.get("wireguard"):
+        wg = data["wireguard"]
+        room = ("no host ceiling" if wg["pairs_left"] is None
+                else f"{wg['pairs_left']} more fit (bound by {wg['binding']})")
+        parts.append(Text(f"WireGuard backend {wg['backend']}: {wg['pairs_on']} NEA pairs on, "
+                          f"{room}"))
     for warning in data.get("warnings", []):
         parts.append(Text.from_markup(f"[bold red]warning:[/bold red] {warning}", emoji=False))
     nodes = Table(title="Nodes", title_justify="left")

@@ -31,16 +31,15 @@ import socket
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab.errors import NetlabError, ToolMissing
+from netlab.errors import NetlabError, ToolFailed, ToolMissing
+from netlab.net.namespaces import Netlink
 from netlab.net.socket_buffers import enlarge_udp_buffers
 from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
 from netlab.run import NETNS_DIR, PACKAGE_OF, require_tool, run
@@ -113,48 +112,6 @@ def _check_netns(netns: str) -> str:
     return netns
 
 
-# ---------------------------------------------------------------- netlink in a namespace
-
-
-def _setns(fd: int) -> None:
-    # pyroute2's setns with an open fd never creates anything and never forks.
-    pyroute2_netns.setns(fd, fork=False)
-
-
-@contextlib.contextmanager
-def _netlink_in(netns: str) -> Iterator[IPRoute]:
-    """An IPRoute socket opened inside named namespace `netns`, closed on exit.
-
-    Not `IPRoute(netns=...)`: that forks a helper and silently *creates* a missing
-    namespace (DESIGN §7). Here the calling thread enters the namespace only for
-    the instant the socket is opened (a netlink socket stays bound to the
-    namespace it was opened in) and goes back at once, so the thread never runs
-    anything else in the wrong namespace. /proc/thread-self, not /proc/self, so it
-    is correct from any thread. A missing namespace is an error naming it.
-    Use the socket from the thread that opened it (pyroute2 IPRoute is per-thread).
-
-    The integrator replaces this with the shared net layer's per-namespace socket.
-    """
-    try:
-        target = os.open(f"{NETNS_DIR}/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise WireGuardError(f"network namespace '{netns}' does not exist") from None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(target)
-        try:
-            ipr = IPRoute()
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
 def _link_index(ipr: IPRoute, netns: str, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
@@ -165,7 +122,8 @@ def _link_index(ipr: IPRoute, netns: str, ifname: str) -> int:
 def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU) -> None:
     """Set the tunnel interface's MTU and bring it up (addresses and routes: the caller)."""
     _check_ifname(ifname)
-    with _netlink_in(_check_netns(netns)) as ipr:
+    with Netlink() as nl:
+        ipr = nl[_check_netns(netns)]
         index = _link_index(ipr, netns, ifname)
         try:
             ipr.link("set", index=index, mtu=mtu, state="up")
@@ -286,7 +244,8 @@ class KernelBackend(WireGuardBackend):
 
     def create(self, netns: str, ifname: str) -> None:
         _check_ifname(ifname)
-        with _netlink_in(_check_netns(netns)) as ipr:
+        with Netlink() as nl:
+            ipr = nl[_check_netns(netns)]
             try:
                 ipr.link("add", ifname=ifname, kind="wireguard")
             except NetlinkError as exc:
@@ -308,7 +267,8 @@ class KernelBackend(WireGuardBackend):
         _check_ifname(ifname)
         if not Path(NETNS_DIR, netns).exists():
             return  # the link went away with its namespace
-        with _netlink_in(netns) as ipr:
+        with Netlink() as nl:
+            ipr = nl[netns]
             found = ipr.link_lookup(ifname=ifname)
             if found:
                 with contextlib.suppress(NetlinkError):
@@ -384,9 +344,16 @@ class UserspaceBackend(WireGuardBackend):
                 return record
             if not is_alive(record):
                 stop_process(record)  # reaps it
+                tail = _tail(log_path)
+                if "too many open files" in tail:
+                    raise WireGuardError(
+                        f"wireguard-go for {ifname} could not watch its control socket: "
+                        "fs.inotify.max_user_instances is used up (one per wireguard-go); "
+                        "raise it with 'sysctl -w fs.inotify.max_user_instances=1024' or "
+                        f"'netlab up --raise-limits' (log: {log_path})")
                 raise WireGuardError(
                     f"wireguard-go for {ifname} in namespace '{netns}' exited at start; "
-                    f"its log ({log_path}):\n{_tail(log_path)}"
+                    f"its log ({log_path}):\n{tail}"
                 )
             if time.monotonic() > deadline:
                 stop_process(record)
@@ -477,7 +444,9 @@ def kernel_module_available() -> bool:
             log.debug("wireguard probe: %s", exc)
             return False
         finally:
-            _setns(home)
+            # back home at once: an open fd never creates anything and never forks
+            if libc.setns(home, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the netlab namespace")
     finally:
         os.close(home)
     return True
@@ -541,7 +510,17 @@ def _check_endpoint(endpoint: str) -> str:
 
 
 def _wg(netns: str, *args: str) -> str:
-    return run(["wg", *args], netns=netns).stdout
+    try:
+        return run(["wg", *args], netns=netns).stdout
+    except ToolFailed as exc:
+        if "Protocol not supported" not in str(exc):
+            raise
+        # wg's words when no daemon answers for the interface: say why, not that
+        ifname = args[1] if len(args) > 1 else "?"
+        raise WireGuardError(
+            f"no WireGuard daemon answers for {ifname} in namespace '{netns}': its "
+            f"wireguard-go is not running (it exits at start when "
+            f"fs.inotify.max_user_instances is used up; see 'netlab status')") from None
 
 
 def _peers(netns: str, ifname: str) -> list[str]:

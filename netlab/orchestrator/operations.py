@@ -158,6 +158,7 @@ def failover(
         points = {}
         for vm in vms:
             points[vm.name] = _check_failover(lab, state, vm, restore_point)
+        nea.check_room_for(lab, [f"{v.tenant}/{v.network}" for v in vms])
         op = _Operation(lab, "failover", [v.name for v in vms], say)
         try:
             result = _run_failover(lab, op, vms, points, state, started, say)
