@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -29,7 +30,7 @@ from netlab.lab_daemons import PROXY_ARP
 from netlab.net import links
 from netlab.net.namespaces import Netlink, pids_in_namespaces
 from netlab.orchestrator.states import RUNNING_AT_SP
-from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
+from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Node, Tunnel
 from netlab.processes import (
     ProcessRecord,
     command_line,
@@ -134,18 +135,61 @@ def check_room_for(lab: Lab, keys: list[str]) -> None:
 # ----- tunnel ------------------------------------------------------------------
 
 
+# NEA pairs of different networks power on and off together: the waiting (processes
+# starting, `wg` subprocesses, control sockets) overlaps in a bounded pool; netlink stays
+# on the main thread (pyroute2 switches namespaces per thread), in one pass per phase.
+POOL_SIZE = 8
+
+
+def _pool(count: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(POOL_SIZE, count)))
+
+
+def _side_node(plan: LabPlan, tunnel: Tunnel, side: str) -> tuple[Node, str]:
+    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
+    return node, tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
+
+
 def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
     """Create and configure one side's WireGuard interface and the routes that use it."""
+    start_sides(lab, [tunnel], side)
+
+
+def start_sides(lab: Lab, tunnels: list[Tunnel], side: str) -> None:
+    """One side ("sp" or "tenant") of several pairs: WireGuard interfaces created and
+    configured, links up, routes that use them. Start the SP sides before the tenant
+    sides of the same pairs: the server listens before its client handshakes."""
+    if not tunnels:
+        return
     plan = lab.plan()
     backend = backend_for(lab)
-    tenant_keys, sp_keys = _keys(lab, tunnel)
+    targets = [_side_node(plan, t, side) for t in tunnels]
+    with _pool(len(tunnels)) as pool:
+        keys = list(pool.map(lambda t: _keys(lab, t), tunnels))
+        if backend.name == "kernel":  # a netlink link: main thread
+            records = [backend.create(node.netns, ifname) for node, ifname in targets]
+        else:
+            records = list(pool.map(lambda target: backend.create(target[0].netns, target[1]),
+                                    targets))
+        with lab.dir.update() as state:
+            state.setdefault("processes", {}).update({
+                f"wireguard:{node.name}": _renamed(rec, f"wireguard:{node.name}").to_dict()
+                | {"supervised": True}
+                for (node, _), rec in zip(targets, records, strict=True) if rec is not None})
+        list(pool.map(lambda job: _configure(side, *job),
+                      zip(tunnels, targets, keys, strict=True)))
+    for (node, ifname), rec in zip(targets, records, strict=True):
+        wireguard.set_up(node.netns, ifname)
+        backend.tune(rec)
     state = lab.dir.read()
-    at_sp = replicas_at_sp(plan, state, tunnel)
-    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
-    ifname = tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
-    rec = backend.create(node.netns, ifname)
-    if rec is not None:
-        _record(lab, _renamed(rec, f"wireguard:{node.name}"))
+    with Netlink() as nl:
+        for tunnel, (node, _) in zip(tunnels, targets, strict=True):
+            _add_routes(nl[node.netns], tunnel, side, replicas_at_sp(plan, state, tunnel))
+
+
+def _configure(side: str, tunnel: Tunnel, target: tuple[Node, str],
+               keys: tuple[wireguard.KeyPair, wireguard.KeyPair]) -> None:
+    (node, ifname), (tenant_keys, sp_keys) = target, keys
     if side == "sp":
         wireguard.configure_server(
             node.netns, ifname, sp_keys.private_key_path, tunnel.listen_port,
@@ -156,22 +200,19 @@ def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
             node.netns, ifname, tenant_keys.private_key_path, sp_keys.public_key,
             tunnel.endpoint, [tunnel.subnet],
         )
-    wireguard.set_up(node.netns, ifname)
-    backend.tune(rec)
+
+
+def _add_routes(sock: Any, tunnel: Tunnel, side: str, at_sp: list[str]) -> None:
     if side == "sp":
-        with Netlink() as nl:
-            sock = nl[node.netns]
-            links.add_route(sock, tunnel.subnet, dev=tunnel.sp_wg)
-            links.add_route(sock, "default", dev=tunnel.sp_wg, table=CLOUD_ROUTE_TABLE)
-            links.add_rule(sock, tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY)
-            for address in at_sp:
-                links.add_route(sock, f"{address}/32", dev=tunnel.sp_cloud_port)
+        links.add_route(sock, tunnel.subnet, dev=tunnel.sp_wg)
+        links.add_route(sock, "default", dev=tunnel.sp_wg, table=CLOUD_ROUTE_TABLE)
+        links.add_rule(sock, tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY)
+        for address in at_sp:
+            links.add_route(sock, f"{address}/32", dev=tunnel.sp_cloud_port)
     else:
-        with Netlink() as nl:
-            sock = nl[node.netns]
-            links.add_route(sock, f"{tunnel.sp_nea_address}/32", dev=tunnel.tenant_wg)
-            for address in at_sp:
-                links.add_route(sock, f"{address}/32", dev=tunnel.tenant_wg)
+        links.add_route(sock, f"{tunnel.sp_nea_address}/32", dev=tunnel.tenant_wg)
+        for address in at_sp:
+            links.add_route(sock, f"{address}/32", dev=tunnel.tenant_wg)
 
 
 def _renamed(rec: ProcessRecord, name: str) -> ProcessRecord:
@@ -180,22 +221,41 @@ def _renamed(rec: ProcessRecord, name: str) -> ProcessRecord:
 
 
 def stop_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
+    stop_sides(lab, [tunnel], side)
+
+
+def stop_sides(lab: Lab, tunnels: list[Tunnel], side: str) -> None:
+    """One side of several pairs: WireGuard daemons stopped (together), links and the
+    SP's policy rule removed. Idempotent."""
+    if not tunnels:
+        return
     plan = lab.plan()
-    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
-    ifname = tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
-    name = f"wireguard:{node.name}"
+    targets = [_side_node(plan, t, side) for t in tunnels]
+    names = [f"wireguard:{node.name}" for node, _ in targets]
     with lab.dir.update() as state:
-        records = _records(state, name)
-        state.get("processes", {}).pop(name, None)
+        records = [_records(state, name) for name in names]
+        for name in names:
+            state.get("processes", {}).pop(name, None)
     backend = backend_for(lab)
-    if backend.name != "kernel" and not records:
-        records = _unrecorded(node.netns, ["wireguard-go", "-f", ifname])
-    if backend.name == "kernel" or records:
-        backend.destroy(node.netns, ifname, records[0] if records else None)
+
+    def stop(job: tuple[tuple[Node, str], list[ProcessRecord]]) -> None:
+        (node, ifname), recs = job
+        if not recs:
+            recs = _unrecorded(node.netns, ["wireguard-go", "-f", ifname])
+        if recs:
+            backend.destroy(node.netns, ifname, recs[0])
+
+    if backend.name == "kernel":  # netlink: main thread
+        for node, ifname in targets:
+            backend.destroy(node.netns, ifname, None)
+    else:
+        with _pool(len(tunnels)) as pool:
+            list(pool.map(stop, zip(targets, records, strict=True)))
     if side == "sp":
         with Netlink() as nl:
-            links.delete_rule(nl[node.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
-                              CLOUD_RULE_PRIORITY)
+            for tunnel, (node, _) in zip(tunnels, targets, strict=True):
+                links.delete_rule(nl[node.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
+                                  CLOUD_RULE_PRIORITY)
 
 
 def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
@@ -284,21 +344,27 @@ def _push(lab: Lab, tunnel: Tunnel, attach: bool) -> None:
         client.set(spec.prefixes, spec.addresses, spec.exceptions)
 
 
-def attach_pair(lab: Lab, tunnel: Tunnel) -> None:
-    """The pair's appliances answer ARP from now on, each for its set."""
+def attach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """The pairs' appliances answer ARP from now on, each for its set."""
     ensure_proxy_daemon(lab)
     with _daemon_lock(lab):
-        _push(lab, tunnel, attach=True)
+        for tunnel in tunnels:
+            _push(lab, tunnel, attach=True)
 
 
-def detach_pair(lab: Lab, tunnel: Tunnel) -> None:
-    """The pair's appliances answer no ARP any more (nothing to do if the daemon is gone:
+def attach_pair(lab: Lab, tunnel: Tunnel) -> None:
+    attach_pairs(lab, [tunnel])
+
+
+def detach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """The pairs' appliances answer no ARP any more (nothing to do if the daemon is gone:
     the next start learns only powered-on pairs)."""
     daemon = _daemon_client(lab)
     with _daemon_lock(lab):
-        for node_name in (tunnel.tenant_nea, tunnel.sp_nea):
-            with contextlib.suppress(DaemonNotRunning):
-                daemon.for_appliance(node_name).detach()
+        for tunnel in tunnels:
+            for node_name in (tunnel.tenant_nea, tunnel.sp_nea):
+                with contextlib.suppress(DaemonNotRunning):
+                    daemon.for_appliance(node_name).detach()
 
 
 # ----- the pair ----------------------------------------------------------------------
@@ -306,52 +372,73 @@ def detach_pair(lab: Lab, tunnel: Tunnel) -> None:
 
 def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     """Power the NEA pair of network `key` on; return the seconds it took. Idempotent."""
+    return power_on(lab, [key], progress)
+
+
+def power_on(lab: Lab, keys: list[str], progress: Progress = _quiet) -> float:
+    """Power the NEA pairs of networks `keys` on together (those already on stay as they
+    are); return the seconds it took. On any failure every pair it started goes off."""
     lab.require_up()
-    tunnel = tunnel_of(lab, key)
     state = lab.dir.read()
-    if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
+    tunnels = [t for t in dict.fromkeys(tunnel_of(lab, key) for key in keys)
+               if state.get("neas", {}).get(t.key, {}).get("power") != "on"]
+    if not tunnels:
         return 0.0
-    check_room_for(lab, [tunnel.key])
+    check_room_for(lab, [t.key for t in tunnels])
     started = time.monotonic()
     backend = backend_for(lab)
-    lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
+    for tunnel in tunnels:
+        lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
     try:
-        start_tunnel_side(lab, tunnel, "sp")
-        start_tunnel_side(lab, tunnel, "tenant")
+        start_sides(lab, tunnels, "sp")
+        start_sides(lab, tunnels, "tenant")
         with lab.dir.update() as state:
-            state.setdefault("neas", {})[tunnel.key] = {"power": "on", "backend": backend.name}
-        attach_pair(lab, tunnel)
+            for tunnel in tunnels:
+                state.setdefault("neas", {})[tunnel.key] = {"power": "on",
+                                                            "backend": backend.name}
+        attach_pairs(lab, tunnels)
     except BaseException:
-        _power_off(lab, tunnel)
+        power_off_pairs(lab, tunnels)
         raise
     elapsed = time.monotonic() - started
-    lab.dir.journal("nea-up", network=tunnel.key, seconds=round(elapsed, 4))
-    progress(f"NEA pair {tunnel.key} on ({backend.name} WireGuard) in {elapsed:.2f} s")
+    for tunnel in tunnels:
+        lab.dir.journal("nea-up", network=tunnel.key, seconds=round(elapsed, 4))
+        progress(f"NEA pair {tunnel.key} on ({backend.name} WireGuard) in {elapsed:.2f} s")
     return elapsed
 
 
 def nea_down(lab: Lab, key: str, progress: Progress = _quiet) -> None:
     """Power the NEA pair of network `key` off: daemons, tunnel, routes. Idempotent."""
+    power_off(lab, [key], progress)
+
+
+def power_off(lab: Lab, keys: list[str], progress: Progress = _quiet) -> None:
+    """Power the NEA pairs of networks `keys` off together. Idempotent."""
     lab.require_up()
-    tunnel = tunnel_of(lab, key)
-    _power_off(lab, tunnel)
-    lab.dir.journal("nea-down", network=tunnel.key)
-    progress(f"NEA pair {tunnel.key} off")
+    tunnels = list(dict.fromkeys(tunnel_of(lab, key) for key in keys))
+    power_off_pairs(lab, tunnels)
+    for tunnel in tunnels:
+        lab.dir.journal("nea-down", network=tunnel.key)
+        progress(f"NEA pair {tunnel.key} off")
 
 
-def _power_off(lab: Lab, tunnel: Tunnel) -> None:
+def power_off_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """Appliances detached, tunnels stopped (tenant sides, then SP sides), the SP's
+    host routes removed; also what a pair cut short half-way left."""
     with lab.dir.update() as state:
-        state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
-    detach_pair(lab, tunnel)
-    stop_tunnel_side(lab, tunnel, "tenant")
-    stop_tunnel_side(lab, tunnel, "sp")
+        for tunnel in tunnels:
+            state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
+    detach_pairs(lab, tunnels)
+    stop_sides(lab, tunnels, "tenant")
+    stop_sides(lab, tunnels, "sp")
     plan = lab.plan()
     with Netlink() as nl:
-        sp = nl[plan.nodes[tunnel.sp_nea].netns]
-        for route in sp.get_routes(family=2):
-            dst = route.get_attr("RTA_DST")
-            if dst and route["dst_len"] == 32:
-                links.delete_route(sp, f"{dst}/32")
+        for tunnel in tunnels:
+            sp = nl[plan.nodes[tunnel.sp_nea].netns]
+            for route in sp.get_routes(family=2):
+                dst = route.get_attr("RTA_DST")
+                if dst and route["dst_len"] == 32:
+                    links.delete_route(sp, f"{dst}/32")
 
 
 def sync_proxies(lab: Lab, key: str) -> dict[str, list[str]]:

@@ -486,11 +486,10 @@ def _take_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> Non
     gateway = lab_plan.nodes["sp/cgw"]
     tunnels = plan_tunnels(lab_plan, tenant, fp)
     state = lab.dir.read()
-    for tunnel in tunnels:
-        if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
-            # The tunnel went through the lost site's edge; its proxy for the gateway
-            # address and its policy rule into the tunnel would fight the new role.
-            nea.nea_down(lab, tunnel.key)
+    # The tunnels went through the lost site's edge; their proxies for the gateway
+    # address and policy rules into the tunnel would fight the new role.
+    nea.power_off(lab, [t.key for t in tunnels
+                        if state.get("neas", {}).get(t.key, {}).get("power") == "on"])
     with Netlink() as nl:
         for tunnel in tunnels:
             sp = lab_plan.nodes[tunnel.sp_nea]
@@ -635,11 +634,12 @@ def _restore_pairs(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> None:
     """A replica outside the plan still in partial failover gets its NEA pair back."""
     lab_plan = lab.plan()
     state = lab.dir.read()
-    for tunnel in plan_tunnels(lab_plan, tenant, fp):
-        if nea.replicas_at_sp(lab_plan, state, tunnel):
-            nea.nea_up(lab, tunnel.key)
-            nea.sync_proxies(lab, tunnel.key)
-            say(f"NEA pair {tunnel.key} on again for the replicas still in partial failover")
+    back = [t.key for t in plan_tunnels(lab_plan, tenant, fp)
+            if nea.replicas_at_sp(lab_plan, state, t)]
+    nea.power_on(lab, back)  # all at once
+    for key in back:
+        nea.sync_proxies(lab, key)
+        say(f"NEA pair {key} on again for the replicas still in partial failover")
 
 
 # ----- test --------------------------------------------------------------------------
