@@ -318,10 +318,14 @@ def ensure_proxy_daemon(lab: Lab) -> bool:
             return False
         if rec is not None:
             stop_process(rec)  # a stuck one would keep the control socket
-        lab.start_proxy_arp()
-        for tunnel in lab.plan().tunnels.values():
-            if lab.dir.read().get("neas", {}).get(tunnel.key, {}).get("power") == "on":
-                _push(lab, tunnel, attach=True)
+        new = lab.start_proxy_arp()
+        learned = [t for t in lab.plan().tunnels.values()
+                   if lab.dir.read().get("neas", {}).get(t.key, {}).get("power") == "on"]
+        for tunnel in learned:
+            _push(lab, tunnel, attach=True)
+        lab.dir.journal("proxyarp-relearned", pid=new.pid, pairs=[t.key for t in learned],
+                        message=f"proxy-ARP process (re)started; it serves the appliances of "
+                                f"{len(learned)} powered-on NEA pairs")
         return True
 
 
