@@ -163,3 +163,32 @@ def test_killing_the_proxy_arp_process_during_a_multi_tenant_failover(
     assert relearned and relearned[-1]["pid"] == new, relearned
     lab.netlab("down")
     assert lab.namespaces() == []
+
+
+@pytest.mark.parametrize("fault", ["failover:sp-nea:raise", "failover:tenant-nea:raise",
+                                   "failover:delta:raise"])
+def test_a_failover_that_fails_half_way_rolls_back_every_pair(
+        lab_env: LabEnv, tmp_path: Path, fault: str) -> None:
+    """An unexpected error while two pairs power on: no appliance left served, no tunnel
+    left running, replicas Normal, and the same failover works afterwards."""
+    lab = lab_env
+    up(lab, tmp_path, 2)
+    vms = ["t0/a", "t1/a"]
+    done = subprocess.run([*netlab_argv(), "failover", *vms], env={**lab.env,
+                          "NETLAB_FAULT": fault}, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0, done.stdout
+    state = json.loads((lab.lab_dir / "state.json").read_text())
+    assert state.get("operation") is None
+    assert {state["replicas"][vm]["state"] for vm in vms} == {"Normal"}
+    assert {n["power"] for n in state["neas"].values()} == {"off"}
+    assert not [p for p in state["processes"] if p.startswith("wireguard:")]
+    from netlab.proxyarp.client import ProxyArpClient
+
+    served = ProxyArpClient(f"/run/netlab/{lab.name}/proxyarp.sock").info()["appliances"]
+    assert served == []
+    assert not list(Path("/var/run/wireguard").glob(f"{lab.name}-*"))
+    assert answering(lab, "t0/b", "172.16.0.11", count=1) == {macs(lab)[_port_of(lab, "t0/a")]}
+    lab.netlab("failover", *vms)
+    tenant_port, _ = tunnel_ports(lab, "t1")
+    lab.netlab("vm", "fail", "t1/a")
+    assert answering(lab, "t1/b", "172.16.0.11") == {macs(lab)[tenant_port]}
