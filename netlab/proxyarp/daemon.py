@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -70,6 +71,9 @@ class ProxyArpDaemon:
         self.gratuitous_count = gratuitous_count
         self.gratuitous_interval = gratuitous_interval
         self.appliances: dict[str, Appliance] = {}
+        # appliances with announcements queued: the loop looks at these only, so serving
+        # a hundred appliances costs no more per frame than serving one
+        self._announcing: set[Appliance] = set()
         self.started_at = time.time()
         self.control_requests = 0
         self.control_errors = 0
@@ -103,6 +107,8 @@ class ProxyArpDaemon:
         except ControlError as exc:
             raise StartupError(str(exc)) from None
         log.info("ready, %d appliances, control %s", len(self.appliances), self.socket_path)
+        gc.collect()
+        gc.freeze()
 
     def close(self) -> None:
         """Close every socket and remove the control socket file if it is still ours."""
@@ -135,16 +141,27 @@ class ProxyArpDaemon:
         if old is not None:
             appliance.replace(old.proxied)
             self.detach(name)
+        self._note_announcements(appliance)
         self.appliances[name] = appliance
         self._sel.register(appliance.fileno(), selectors.EVENT_READ, appliance)
         log.info("attached %s: %s in %s (%s)", name, iface, netns or "this namespace",
                  frames.mac_to_text(appliance.mac))
+        # What exists now (Scapy's modules, the appliances) is moved out of the cyclic
+        # collector's reach: a full collection walks every object, and with Scapy
+        # loaded that is a pause of milliseconds in the middle of answering ARP. What
+        # the hot path allocates dies young and is still collected.
+        gc.freeze()
         return appliance
+
+    def _note_announcements(self, appliance: Appliance) -> None:
+        if appliance.announce_queue:
+            self._announcing.add(appliance)
 
     def detach(self, name: str) -> bool:
         appliance = self.appliances.pop(name, None)
         if appliance is None:
             return False
+        self._announcing.discard(appliance)
         if appliance.l2 is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(appliance.fileno())
@@ -170,16 +187,17 @@ class ProxyArpDaemon:
                     self._control.on_event(what, events)
                 if self._stop:
                     break
-            now = time.monotonic()
-            for appliance in self.appliances.values():
-                if appliance.announce_queue:
+            if self._announcing:
+                now = time.monotonic()
+                for appliance in list(self._announcing):
                     appliance.send_due_announcements(now)
+                    if not appliance.announce_queue:
+                        self._announcing.discard(appliance)
             self._control.expire_idle_clients()
         log.info("stopping")
 
     def _next_timeout(self) -> float | None:
-        deadlines = [a.announce_queue[0][0] for a in self.appliances.values()
-                     if a.announce_queue]
+        deadlines = [a.announce_queue[0][0] for a in self._announcing if a.announce_queue]
         idle = self._control.next_deadline()
         if idle is not None:
             deadlines.append(idle)
@@ -260,6 +278,7 @@ class ProxyArpDaemon:
         new = AddressSet.from_spec(request.get("prefixes", []), request.get("addresses", []),
                                    request.get("except", []))
         joined, left = appliance.replace(new)
+        self._note_announcements(appliance)
         if joined or left:
             log.info("%s: set %s (+%d, -%d explicit)", appliance.name, new.spec().to_dict(),
                      joined, left)
@@ -268,6 +287,7 @@ class ProxyArpDaemon:
     def _op_add(self, request: dict) -> dict:
         appliance = self._appliance(request)
         added = appliance.add(self._addresses_of(request))
+        self._note_announcements(appliance)
         if added:
             log.info("%s: add %s", appliance.name, _summary(added))
         return {"ok": True, "added": [_ip(a) for a in added],
