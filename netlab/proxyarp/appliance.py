@@ -165,6 +165,7 @@ class Appliance:
                 self.l2 = L2Socket(iface=described, promisc=False)
                 self.l2.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _arp_filter())
             except OSError as exc:
+                self.close()  # an open socket would keep the namespace alive
                 raise AttachError(f"cannot open a packet socket on {self.iface}: {exc}") from exc
             finally:
                 scapy_log.setLevel(level)
