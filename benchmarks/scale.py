@@ -213,6 +213,10 @@ def measure(tenants: int, env: dict[str, str], janitor: Janitor, args: argparse.
     return out
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}ms"
+
+
 def render(results: list[dict]) -> str:
     lines = ["Provider scale: T tenants x 10 static VMs, one 172.16.0.0/16 network each",
              *machine_lines(), ""]
@@ -232,7 +236,7 @@ def render(results: list[dict]) -> str:
             f"{r['baseline']['up']:>7.2f}s {r['down']:>5.2f}s {r['one']['wall']:>5.2f}s "
             f"{r['all']['wall']:>5.2f}s {ratio:>5.1f}x {r['one_undo']:>5.2f}s "
             f"{r['all_undo']:>5.2f}s {undo_ratio:>5.1f}x {avail:>8.1f} {rss:>8.1f} "
-            f"{burst['p50_ms']:>6.3f}ms {burst['p99_ms']:>6.3f}ms")
+            f"{_ms(burst['p50_ms']):>8} {_ms(burst['p99_ms']):>8}")
     lines += ["", "fo 1 / fo T: wall time of `netlab failover` of one VM / of one VM per tenant "
               "(T NEA pairs) in one command; undo likewise.",
               "MiB/pair: MemAvailable drop when the T pairs are powered on again (replicas "
@@ -243,15 +247,16 @@ def render(results: list[dict]) -> str:
     for r in results:
         arp, mem = r["arp"], r["memory"]
         lines.append(
-            f"{r['tenants']} tenants: recovery 1 VM {r['one']['recovery']:.3f} s, "
-            f"{r['tenants']} VMs {r['all']['recovery']:.3f} s (slowest VM's own first reply); "
+            f"{r['tenants']} tenants: recovery 1 VM {r['one']['recovery'] or 0:.3f} s, "
+            f"{r['tenants']} VMs {r['all']['recovery'] or 0:.3f} s (slowest VM's own first "
+            "reply); "
             f"proxy-ARP process RSS {mem['proxyarp_rss_kib'] / 1024:.1f} MiB for "
             f"{2 * r['tenants']} appliances; {r['tenants']} pairs powered on together in "
             f"{mem['power_on_seconds']:.2f} s; whole failover MemAvailable drop "
             f"{r['failover_avail_drop_kib'] / 1024 / r['tenants']:.1f} MiB per VM; "
             f"ARP {arp['concurrent']} at once "
             f"{arp['burst']['answered']}/{arp['burst']['sent']} answered, one at a time "
-            f"p50 {arp['single']['p50_ms']:.3f} ms p99 {arp['single']['p99_ms']:.3f} ms")
+            f"p50 {_ms(arp['single']['p50_ms'])} p99 {_ms(arp['single']['p99_ms'])}")
     biggest = results[-1]
     ratio = biggest["all"]["wall"] / biggest["one"]["wall"]
     undo_ratio = biggest["all_undo"] / biggest["one_undo"]
