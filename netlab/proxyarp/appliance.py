@@ -46,6 +46,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 SO_ATTACH_FILTER = 26
+ETH_P_ALL = 0x0003
 _compiled: list[Any] = []  # the BPF program for "arp" and the buffer it lives in
 
 
@@ -162,8 +163,13 @@ class Appliance:
             described = NetworkInterface(None, {"name": self.iface, "network_name": self.iface,
                                                 "index": self.ifindex, "type": ARPHRD_ETHER})
             try:
-                self.l2 = L2Socket(iface=described, promisc=False)
+                # Made for protocol 0 it is never on the receive path; filtered, then bound
+                # to every protocol, it starts receiving ARP only. Binding costs ~0.15 ms
+                # that way, where re-binding a receiving socket waits for an RCU grace
+                # period (8-15 ms each: seconds for a hundred pairs).
+                self.l2 = L2Socket(iface=described, type=0, promisc=False)
                 self.l2.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _arp_filter())
+                self.l2.ins.bind((self.iface, ETH_P_ALL))
             except OSError as exc:
                 self.close()  # an open socket would keep the namespace alive
                 raise AttachError(f"cannot open a packet socket on {self.iface}: {exc}") from exc

@@ -40,6 +40,7 @@ import signal
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from netlab.proxyarp import frames
@@ -78,6 +79,7 @@ class ProxyArpDaemon:
         self.control_requests = 0
         self.control_errors = 0
         self._sel = selectors.DefaultSelector()
+        self._closer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="close")
         self._control = ControlServer(self._sel, socket_path, self._handle_line, self._too_long)
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -115,6 +117,7 @@ class ProxyArpDaemon:
         self._control.close()
         for name in list(self.appliances):
             self.detach(name)
+        self._closer.shutdown(wait=True)
         signal.set_wakeup_fd(-1)
         self._sel.close()
         self._wake_r.close()
@@ -166,7 +169,9 @@ class ProxyArpDaemon:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(appliance.fileno())
         log.info("detached %s", appliance.stats_line())
-        appliance.close()
+        # Closing a packet socket waits for an RCU grace period (~10 ms): done aside, so
+        # powering a hundred pairs off does not stall the replies of the others.
+        self._closer.submit(appliance.close)
         return True
 
     # ---- the loop ---------------------------------------------------------------------
