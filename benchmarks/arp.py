@@ -226,9 +226,10 @@ def rss_kib(pid: int) -> int:
 
 
 def measure_burst(probers: list[Prober], mode: str, count: int, timeout: float,
-                  gap: float) -> Result:
+                  gap: float, answered_by: set[int] | None = None) -> Result:
     """Rounds of one request on every prober's link in the same instant; each reply timed
-    on the wire like Prober.measure. `count` requests in all."""
+    on the wire like Prober.measure. `count` requests in all. The index of every prober
+    that got a reply goes into `answered_by`."""
     result = Result(mode, len(probers))
     for prober in probers:
         for _ in prober._frames():
@@ -260,6 +261,8 @@ def measure_burst(probers: list[Prober], mode: str, count: int, timeout: float,
                         if arp.sender_mac != probers[i].expect_mac:
                             result.wrong_mac += 1
                         pending.discard(i)
+                        if answered_by is not None:
+                            answered_by.add(i)
                         break
         if gap:
             time.sleep(gap)

@@ -34,6 +34,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,7 +158,7 @@ def arp_latency(lab: Lab, count: int, concurrent: int) -> dict:
     plan = NetlabLab(lab.name).plan()
     probers = []
     try:
-        for t in range(min(concurrent, lab.tenants)):
+        for t in range(lab.tenants):
             replica = plan.nodes[f"t{t}/vm0@sp"]
             tunnel = plan.tunnels[f"t{t}/lan"]
             done = subprocess.run(["ip", "-n", plan.nodes[tunnel.sp_nea].netns, "-j", "link",
@@ -165,9 +166,11 @@ def arp_latency(lab: Lab, count: int, concurrent: int) -> dict:
                                   capture_output=True, text=True, check=True)
             mac = json.loads(done.stdout)[0]["address"]
             probers.append(Prober(replica.netns, replica.port.name, mac, target=FAR))
-        measure_burst(probers, "warm-up", 5 * len(probers), 2.0, 0)
-        burst = measure_burst(probers, "burst", count, 2.0, 0.001)
-        single = measure_burst(probers[:1], "single", count // 2, 2.0, 0.001)
+        some = probers[:concurrent]
+        measure_burst(some, "warm-up", 5 * len(some), 2.0, 0)
+        burst = measure_burst(some, "burst", count, 2.0, 0.001)
+        single = measure_burst(some[:1], "single", count // 2, 2.0, 0.001)
+        back = answering_again_after_kill(lab, probers)
     finally:
         for prober in probers:
             prober.close()
@@ -178,7 +181,23 @@ def arp_latency(lab: Lab, count: int, concurrent: int) -> dict:
                 "wrong_mac": r.wrong_mac,  # type: ignore[attr-defined]
                 "p50_ms": percentile(wire, 0.5) / 1e6 if wire else None,
                 "p99_ms": percentile(wire, 0.99) / 1e6 if wire else None}
-    return {"concurrent": len(probers), "burst": row(burst), "single": row(single)}
+    return {"concurrent": min(concurrent, len(probers)), "burst": row(burst),
+            "single": row(single), "after_kill": back}
+
+
+def answering_again_after_kill(lab: Lab, probers: list[Prober]) -> dict:
+    """SIGKILL the lab's proxy-ARP process; seconds until every SP appliance answers again
+    (the supervisor restarts it and it relearns every set), asked by real ARP."""
+    os.kill(lab.processes()["proxyarp"]["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    answered: set[int] = set()
+    while len(answered) < len(probers) and time.monotonic() - killed < 20:
+        waiting = [i for i in range(len(probers)) if i not in answered]
+        got: set[int] = set()
+        measure_burst([probers[i] for i in waiting], "after kill", len(waiting), 0.05, 0, got)
+        answered |= {waiting[i] for i in got}
+    return {"appliances": len(probers), "answering": len(answered),
+            "seconds": round(time.monotonic() - killed, 3)}
 
 
 def measure(tenants: int, env: dict[str, str], janitor: Janitor, args: argparse.Namespace,
@@ -254,6 +273,9 @@ def render(results: list[dict]) -> str:
             f"{2 * r['tenants']} appliances; {r['tenants']} pairs powered on together in "
             f"{mem['power_on_seconds']:.2f} s; whole failover MemAvailable drop "
             f"{r['failover_avail_drop_kib'] / 1024 / r['tenants']:.1f} MiB per VM; "
+            f"after SIGKILL of the proxy-ARP process {arp['after_kill']['answering']}/"
+            f"{arp['after_kill']['appliances']} SP appliances answered again within "
+            f"{arp['after_kill']['seconds']:.2f} s; "
             f"ARP {arp['concurrent']} at once "
             f"{arp['burst']['answered']}/{arp['burst']['sent']} answered, one at a time "
             f"p50 {_ms(arp['single']['p50_ms'])} p99 {_ms(arp['single']['p99_ms'])}")
