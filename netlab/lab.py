@@ -539,7 +539,12 @@ class Lab:
         on this host (netlab.limits; pairs_left None: no ceiling)."""
         from netlab import wireguard
 
-        info = limits.capacity(wireguard.select_backend().name)
+        try:
+            backend = wireguard.select_backend().name
+        except NetlabError as exc:  # status still shows the rest of the lab
+            return {"backend": None, "error": str(exc), "pairs_left": 0, "binding": None,
+                    "limits": [], "pairs_on": 0}
+        info = limits.capacity(backend)
         info["pairs_on"] = sum(1 for n in state.get("neas", {}).values()
                                if n.get("power") == "on")
         return info

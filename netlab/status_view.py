@@ -62,7 +62,7 @@ def status_renderable(data: dict[str, Any]) -> RenderableType:
                 tunnel.get("detail", ""),
             )
         parts.append(tunnels)
-    if data.get("wireguard"):
+    if data.get("wireguard") and data["wireguard"].get("backend"):
         wg = data["wireguard"]
         room = ("no host ceiling" if wg["pairs_left"] is None
                 else f"{wg['pairs_left']} more fit (bound by {wg['binding']})")
