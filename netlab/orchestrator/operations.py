@@ -101,6 +101,13 @@ def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
         state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
 
 
+def _set_replicas(lab: Lab, changes: dict[str, dict[str, Any]]) -> None:
+    """_set_replica for several VMs in one state write."""
+    with lab.dir.update() as state:
+        for vm, fields in changes.items():
+            state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
+
+
 def _locks(lab: Lab, vms: list[str], command: str) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     try:
@@ -158,11 +165,11 @@ def _run_failover(
         storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
     op.log(2, "roll-back", ", ".join(
         f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
+    # all replicas at once: one netlink pass, their servers started together, few writes
+    power.start_replicas(lab, [plan.nodes[f"{vm.name}@sp"] for vm in vms])
+    _set_replicas(lab, {vm.name: {"state": ReplicaState.FAILOVER.value,
+                                  "restore_point": points[vm.name]} for vm in vms})
     for vm in vms:
-        replica = plan.nodes[f"{vm.name}@sp"]
-        power.start_replica(lab, replica)
-        _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value,
-                     restore_point=points[vm.name])
         if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
             result.warnings.append(
                 f"the source VM {vm.name} is still powered on and may answer ARP for "
@@ -177,8 +184,7 @@ def _run_failover(
     # the SP sides of every pair first, together; then the tenant sides (netlab.nea)
     nea.start_sides(lab, powering, "sp")
     op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up")
-    for vm in vms:
-        _set_replica(lab, vm.name, replication="on hold")
+    _set_replicas(lab, {vm.name: {"replication": "on hold"} for vm in vms})
     op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
     nea.start_sides(lab, powering, "tenant")
     backend = nea.backend_for(lab).name
@@ -309,14 +315,13 @@ def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say, cut_short: bool = Fal
 def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) -> OperationResult:
     with _lifecycle(lab, vm_names, "undo", say) as (vms, _, op):
         plan = lab.plan()
-        for vm in vms:
-            power.power_off(lab, plan.nodes[f"{vm.name}@sp"], force=force)
+        power.power_off_many(lab, [plan.nodes[f"{vm.name}@sp"] for vm in vms], force=force)
         op.log(1, "power-off", "replicas powered off")
         for vm in vms:
             storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True,
                                           force=force)
-            _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
-                         replication="active")
+        _set_replicas(lab, {vm.name: {"state": ReplicaState.NORMAL.value, "restore_point": None,
+                                      "replication": "active"} for vm in vms})
         op.log(2, "discard", "deltas discarded: everything written on the replicas is gone")
         _after_leaving_sp(lab, vms, say)
         op.log(3, "proxies", "proxy entries withdrawn")
@@ -567,11 +572,10 @@ def _roll_back_failover(lab: Lab, vm_names: list[str], say: Say) -> None:
     Also the end state of undo, so an interrupted undo is finished the same way.
     """
     plan = lab.plan()
+    power.power_off_many(lab, [plan.nodes[f"{name}@sp"] for name in vm_names
+                               if f"{name}@sp" in plan.nodes], force=True)
     for name in vm_names:
-        replica = plan.nodes.get(f"{name}@sp")
-        if replica is not None:
-            power.power_off(lab, replica, force=True)
         storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
-        _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
-                     replication="active")
+    _set_replicas(lab, {name: {"state": ReplicaState.NORMAL.value, "restore_point": None,
+                               "replication": "active"} for name in vm_names})
     _after_leaving_sp(lab, [plan.nodes[n] for n in vm_names], say, cut_short=True)
