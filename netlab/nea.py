@@ -178,12 +178,11 @@ def start_sides(lab: Lab, tunnels: list[Tunnel], side: str) -> None:
                 for (node, _), rec in zip(targets, records, strict=True) if rec is not None})
         list(pool.map(lambda job: _configure(side, *job),
                       zip(tunnels, targets, keys, strict=True)))
-    for (node, ifname), rec in zip(targets, records, strict=True):
-        wireguard.set_up(node.netns, ifname)
-        backend.tune(rec)
     state = lab.dir.read()
     with Netlink() as nl:
-        for tunnel, (node, _) in zip(tunnels, targets, strict=True):
+        for tunnel, (node, ifname), rec in zip(tunnels, targets, records, strict=True):
+            wireguard.set_up(node.netns, ifname, nl=nl)
+            backend.tune(rec)
             _add_routes(nl[node.netns], tunnel, side, replicas_at_sp(plan, state, tunnel))
 
 

@@ -117,11 +117,12 @@ def _link_index(ipr: IPRoute, netns: str, ifname: str) -> int:
     return int(found[0])
 
 
-def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU) -> None:
-    """Set the tunnel interface's MTU and bring it up (addresses and routes: the caller)."""
+def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU, nl: Netlink | None = None) -> None:
+    """Set the tunnel interface's MTU and bring it up (addresses and routes: the caller).
+    With `nl`, its socket of the namespace is used (one netlink pass for many tunnels)."""
     _check_ifname(ifname)
-    with Netlink() as nl:
-        ipr = nl[_check_netns(netns)]
+    with contextlib.nullcontext(nl) if nl is not None else Netlink() as links:
+        ipr = links[_check_netns(netns)]
         index = _link_index(ipr, netns, ifname)
         try:
             ipr.link("set", index=index, mtu=mtu, state="up")
