@@ -318,21 +318,23 @@ def ensure_proxy_daemon(lab: Lab) -> bool:
         if rec is not None:
             stop_process(rec)  # a stuck one would keep the control socket
         new = lab.start_proxy_arp()
+        state = lab.dir.read()  # once: a large lab's state costs milliseconds to read
         learned = [t for t in lab.plan().tunnels.values()
-                   if lab.dir.read().get("neas", {}).get(t.key, {}).get("power") == "on"]
+                   if state.get("neas", {}).get(t.key, {}).get("power") == "on"]
         for tunnel in learned:
-            _push(lab, tunnel, attach=True)
+            _push(lab, tunnel, attach=True, state=state)
         lab.dir.journal("proxyarp-relearned", pid=new.pid, pairs=[t.key for t in learned],
                         message=f"proxy-ARP process (re)started; it serves the appliances of "
                                 f"{len(learned)} powered-on NEA pairs")
         return True
 
 
-def _push(lab: Lab, tunnel: Tunnel, attach: bool) -> None:
+def _push(lab: Lab, tunnel: Tunnel, attach: bool, state: dict[str, Any] | None = None) -> None:
     """Send both sides' sets (and attach them first): the SP side first, so a replica's
-    address is never claimed by a proxy on both sides at once."""
+    address is never claimed by a proxy on both sides at once. `state` read under the
+    daemon lock, or read here."""
     plan = lab.plan()
-    sets = proxy_sets(plan, lab.dir.read(), tunnel)
+    sets = proxy_sets(plan, lab.dir.read() if state is None else state, tunnel)
     daemon = _daemon_client(lab)
     for side in ("sp", "tenant"):
         node_name = tunnel.sp_nea if side == "sp" else tunnel.tenant_nea
@@ -351,8 +353,9 @@ def attach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
     """The pairs' appliances answer ARP from now on, each for its set."""
     ensure_proxy_daemon(lab)
     with _daemon_lock(lab):
+        state = lab.dir.read()
         for tunnel in tunnels:
-            _push(lab, tunnel, attach=True)
+            _push(lab, tunnel, attach=True, state=state)
 
 
 def attach_pair(lab: Lab, tunnel: Tunnel) -> None:
