@@ -12,8 +12,8 @@ on a duplicate applies to the one socket both share.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ctypes
+import errno
 import os
 import socket
 
