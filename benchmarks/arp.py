@@ -4,7 +4,8 @@ Two namespaces `barp<6 hex>-req` and `-rsp` joined by one veth (198.18.0.0/16,
 the benchmarking range). The responder namespace answers for 198.18.0.50 in
 three ways, one after the other in the same run:
 
-1. the proxy-ARP daemon (`python -m netlab.proxyarp`), started by pid like netlab does;
+1. the proxy-ARP daemon (`python -m netlab.proxyarp`), started by pid like netlab does,
+   serving this one appliance;
 2. the kernel's proxy ARP (`ip neigh add proxy`, forwarding on, a route to the address
    via another device) with the default `proxy_delay` (80: a random 0-0.8 s wait
    before answering a broadcast request);
@@ -21,9 +22,19 @@ replies are matched exactly; the daemon and proxy_delay=0 are probed one request
 a time, the 0.8 s kernel default with several outstanding (its timer does not care)
 so the run stays short.
 
+Then, with `--appliances N` (default 100), the case a lab of N/2 NEA pairs makes: N
+responder namespaces `barp<hex>-m<i>`, each joined to the requester by its own veth,
+all N answered by ONE proxy-ARP process (each appliance's set a /16 prefix with
+exceptions), and requests arriving at `--concurrent K` (default 10) appliances at once
+(one request on each of K links in the same instant, the next round when all are
+answered). The same burst is measured against the old architecture, one daemon process
+per appliance (K processes, each in its responder's namespace), as the baseline, and
+the RSS of the one process serving N against that of the K per-appliance processes.
+
 Run as root::
 
-    .venv/bin/python benchmarks/arp.py [--count 500] [--window 50]
+    .venv/bin/python benchmarks/arp.py [--count 500] [--window 50] [--appliances 100]
+                                       [--concurrent 10]
 
 Everything it creates (namespaces `barp<hex>-*`, the daemon, its socket directory)
 is removed at the end, also on Ctrl-C or SIGTERM.
@@ -105,12 +116,13 @@ def percentile(values: list[int], q: float) -> float:
 class Prober:
     """Sends who-has TARGET from distinct sender addresses and times the answers."""
 
-    def __init__(self, netns: str, iface: str, expect_mac: str) -> None:
+    def __init__(self, netns: str, iface: str, expect_mac: str, target: str = TARGET_IP) -> None:
         from scapy.arch.linux import L2ListenSocket
         from scapy.layers.l2 import ARP, Ether
 
         self.expect_mac = frames.mac_from_text(expect_mac)
-        self.target = ipaddress.IPv4Address(TARGET_IP).packed
+        self.target_text = target
+        self.target = ipaddress.IPv4Address(target).packed
         with inside_netns(netns):  # the sockets stay in `netns` after the block
             # Protocol 0: a socket that only sends, so nothing queues up on it.
             self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -129,7 +141,7 @@ class Prober:
 
     def request(self, sender: bytes) -> bytes:
         arp = self._arp(op=1, hwsrc=self._mac, psrc=str(ipaddress.IPv4Address(sender)),
-                        pdst=TARGET_IP)  # fmt: skip
+                        pdst=self.target_text)  # fmt: skip
         return bytes(self._ether(dst="ff:ff:ff:ff:ff:ff", src=self._mac) / arp)
 
     def _frames(self) -> Iterator[tuple[bytes, int, int]]:
@@ -194,6 +206,151 @@ class Prober:
         return result
 
 
+def start_daemon(path: str, log: Path, netns: str | None = None,
+                 iface: str | None = None) -> ProcessRecord:
+    """A proxy-ARP process: serving `iface` of `netns` alone (the per-appliance way), or
+    nothing until appliances are attached over its control socket."""
+    argv = [sys.executable, "-m", "netlab.proxyarp", "--socket", path, "--gratuitous-count", "0",
+            *(["--iface", iface] if iface else [])]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    daemon = start_process("proxyarp-bench", argv, netns=netns, env=env, log_path=log)
+    ProxyArpClient(path).wait_ready(timeout=10, process=daemon)
+    return daemon
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure_burst(probers: list[Prober], mode: str, count: int, timeout: float,
+                  gap: float, answered_by: set[int] | None = None) -> Result:
+    """Rounds of one request on every prober's link in the same instant; each reply timed
+    on the wire like Prober.measure. `count` requests in all. The index of every prober
+    that got a reply goes into `answered_by`."""
+    result = Result(mode, len(probers))
+    for prober in probers:
+        for _ in prober._frames():
+            pass
+    for number in range(max(1, count // len(probers))):
+        sender = (FIRST_SENDER + number).packed
+        requests = [p.request(sender) for p in probers]
+        pending = set(range(len(probers)))
+        left_at: dict[int, int] = {}
+        sent_at = {}
+        for i, prober in enumerate(probers):
+            sent_at[i] = time.perf_counter_ns()
+            prober.tx.send(requests[i])
+            result.sent += 1
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            select.select([probers[i].rx for i in pending], [], [],
+                          max(0.0, deadline - time.monotonic()))
+            for i in list(pending):
+                for frame, stamp, pkttype in probers[i]._frames():
+                    arp = frames.parse(frame)
+                    if not isinstance(arp, frames.ArpFrame):
+                        continue
+                    if pkttype == PACKET_OUTGOING and arp.op == 1 and arp.sender_ip == sender:
+                        left_at[i] = stamp
+                    elif arp.op == 2 and arp.target_ip == sender and i in left_at:
+                        result.rtt_ns.append(time.perf_counter_ns() - sent_at[i])
+                        result.wire_ns.append(stamp - left_at[i])
+                        if arp.sender_mac != probers[i].expect_mac:
+                            result.wrong_mac += 1
+                        pending.discard(i)
+                        if answered_by is not None:
+                            answered_by.add(i)
+                        break
+        if gap:
+            time.sleep(gap)
+    return result
+
+
+class SharedRun:
+    """N responder namespaces on N links from one requester; one process serves them all."""
+
+    def __init__(self, prefix: str, sock_dir: str, appliances: int, concurrent: int) -> None:
+        self.prefix, self.sock_dir = prefix, sock_dir
+        self.count, self.concurrent = appliances, min(concurrent, appliances)
+        self.req = f"{prefix}-mreq"
+        self.responders = [f"{prefix}-m{i}" for i in range(appliances)]
+        self.made: list[str] = []
+        self.daemons: list[ProcessRecord] = []
+        self.probers: list[Prober] = []
+        self.rss: dict[str, int] = {}
+
+    def build(self) -> None:
+        for ns in (self.req, *self.responders):
+            add_namespace(ns)
+            self.made.append(ns)
+        for i, rsp in enumerate(self.responders):
+            ip("link", "add", f"e{i}", "type", "veth", "peer", "name", "eth0", "netns", rsp,
+               netns=self.req)  # fmt: skip
+            ip("addr", "add", f"{RESPONDER_IP}/16", "dev", "eth0", netns=rsp)
+            ip("link", "set", "eth0", "up", netns=rsp)
+            ip("link", "set", f"e{i}", "up", netns=self.req)
+        self.probers = [Prober(self.req, f"e{i}", mac_of(self.responders[i]))
+                        for i in range(self.concurrent)]
+
+    def run(self, args: argparse.Namespace) -> list[Result]:
+        self.build()
+        results = []
+        label = f"{self.concurrent} at once"
+        # the baseline: one process per appliance, as netlab ran them before
+        for i in range(self.concurrent):
+            path = f"{self.sock_dir}/old{i}.sock"
+            self.daemons.append(start_daemon(path, Path(self.sock_dir) / f"old{i}.log",
+                                             netns=self.responders[i], iface="eth0"))
+            ProxyArpClient(path).set(prefixes=["198.18.0.0/16"], exceptions=[RESPONDER_IP])
+        measure_burst(self.probers, "warm-up", 20 * self.concurrent, args.timeout, 0)
+        results.append(measure_burst(self.probers, f"per-appliance processes, {label}",
+                                     args.count, args.timeout, args.gap_ms / 1000))
+        self.rss["per-appliance"] = sum(rss_kib(d.pid) for d in self.daemons)
+        for daemon in self.daemons:
+            stop_process(daemon)
+        self.daemons.clear()
+        # one process for all N appliances
+        path = f"{self.sock_dir}/shared.sock"
+        shared = start_daemon(path, Path(self.sock_dir) / "shared.log")
+        self.daemons.append(shared)
+        client = ProxyArpClient(path)
+        started = time.monotonic()
+        for i, rsp in enumerate(self.responders):
+            appliance = client.for_appliance(f"a{i}")
+            appliance.attach(rsp, "eth0")
+            appliance.set(prefixes=["198.18.0.0/16"], exceptions=[RESPONDER_IP])
+        self.attach_seconds = time.monotonic() - started
+        measure_burst(self.probers, "warm-up", 20 * self.concurrent, args.timeout, 0)
+        results.append(measure_burst(self.probers, f"one process, {self.count} appliances, "
+                                     f"{label}", args.count, args.timeout, args.gap_ms / 1000))
+        results.append(measure_burst(self.probers[:1], f"one process, {self.count} appliances,"
+                                     " one at a time", args.count, args.timeout,
+                                     args.gap_ms / 1000))
+        self.rss["shared"] = rss_kib(shared.pid)
+        return results
+
+    def close(self) -> None:
+        for prober in self.probers:
+            prober.close()
+        for daemon in self.daemons:
+            stop_process(daemon)
+
+    def summary(self) -> list[str]:
+        if "shared" not in self.rss:
+            return []
+        per_old = self.rss["per-appliance"] / max(1, self.concurrent)
+        return [
+            f"attach of {self.count} appliances to the one process: "
+            f"{self.attach_seconds:.2f} s ({self.attach_seconds / self.count * 1000:.1f} ms each)",
+            f"RSS: one process serving {self.count} appliances {self.rss['shared'] / 1024:.1f} "
+            f"MiB; one process per appliance {per_old / 1024:.1f} MiB each, "
+            f"{per_old * self.count / 1024:.0f} MiB for {self.count}",
+        ]
+
+
 def cpu_ns(pid: int) -> int:
     # schedstat's first field is CPU time in ns: exact where /proc/PID/stat has 10 ms ticks.
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
@@ -242,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gap-ms", type=float, default=1.0, help="pause between one-at-a-time requests"
     )
+    parser.add_argument("--appliances", type=int, default=100,
+                        help="appliances served by one process in the shared run (0: skip)")
+    parser.add_argument("--concurrent", type=int, default=10,
+                        help="appliances that get a request in the same instant (default 10)")
     parser.add_argument(
         "--results", type=results_path, default=None,
         help="also write the report into this file's '## ARP' section (e.g. benchmarks/RESULTS.md)",
@@ -264,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon: ProcessRecord | None = None
     prober: Prober | None = None
     results: list[Result] = []
+    notes: list[str] = []
     with sigterm_as_keyboard_interrupt():
         try:
             for ns in (req, rsp):
@@ -281,12 +443,8 @@ def main(argv: list[str] | None = None) -> int:
 
             # 1. the daemon
             path = f"{sock_dir}/proxyarp.sock"
-            argv_d = [sys.executable, "-m", "netlab.proxyarp", "--iface", "eth0", "--socket",
-                      path, "--address", TARGET_IP, "--gratuitous-count", "0"]  # fmt: skip
-            env = {**os.environ, "PYTHONPATH": str(REPO)}
-            daemon = start_process("proxyarp-bench", argv_d, netns=rsp, env=env,
-                                   log_path=Path(sock_dir) / "daemon.log")  # fmt: skip
-            ProxyArpClient(path).wait_ready(timeout=10, process=daemon)
+            daemon = start_daemon(path, Path(sock_dir) / "daemon.log", netns=rsp, iface="eth0")
+            ProxyArpClient(path).add([TARGET_IP])
             warm(prober, args)
             cpu_before = cpu_ns(daemon.pid)
             result = prober.measure("proxy-ARP daemon (netlab.proxyarp)", window=1, **one)
@@ -305,6 +463,14 @@ def main(argv: list[str] | None = None) -> int:
             sysctl(rsp, "net.ipv4.neigh.eth0.proxy_delay=0")
             warm(prober, args)
             results.append(prober.measure("kernel proxy ARP, proxy_delay=0", window=1, **one))
+            if args.appliances:
+                shared = SharedRun(prefix, sock_dir, args.appliances, args.concurrent)
+                try:
+                    results += shared.run(args)
+                    notes += shared.summary()
+                finally:
+                    shared.close()
+                    made += shared.made
         except KeyboardInterrupt:
             print("interrupted: cleaning up", file=sys.stderr)
             return 130
@@ -318,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(sock_dir, ignore_errors=True)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        report(results, args)
+        report(results, args, notes)
     print(printed.getvalue(), end="")
     if args.results is not None:
         replace_results_section(args.results, "ARP", results_section(
@@ -335,14 +501,14 @@ def warm(prober: Prober, args: argparse.Namespace) -> None:
     prober.measure("warm-up", count=min(20, args.count), window=1, timeout=args.timeout, gap=0)
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
+def report(results: list[Result], args: argparse.Namespace, notes: list[str]) -> None:
     print("ARP reply latency on the wire (request leaves the requester -> reply arrives)")
     for line in machine_info():
         print(line)
     print(f"requests per mode: {args.count}")
     print()
     header = (
-        f"{'mode':<42} {'answered':>9} {'window':>6} {'wire p50':>10} {'wire p99':>10}"
+        f"{'mode':<58} {'answered':>9} {'window':>6} {'wire p50':>10} {'wire p99':>10}"
         f" {'RTT p50':>10} {'RTT p99':>10}"
     )
     print(header)
@@ -353,7 +519,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             cells = [fmt(percentile(v, q)) for v in (r.wire_ns, r.rtt_ns) for q in (0.5, 0.99)]
         else:
             cells = ["-"] * 4
-        print(f"{r.mode:<42} {f'{r.answered}/{r.sent}':>9} {r.window:>6} "
+        print(f"{r.mode:<58} {f'{r.answered}/{r.sent}':>9} {r.window:>6} "
               + " ".join(f"{c:>10}" for c in cells))  # fmt: skip
     print()
     daemon = results[0] if results else None
@@ -366,6 +532,13 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         if daemon.daemon_cpu_ns is not None:
             per = daemon.daemon_cpu_ns / daemon.answered / 1000
             print(f"daemon CPU per reply: {per:.1f} µs (schedstat, includes its idle wake-ups)")
+    for r in results:
+        if r.mode.startswith("one process") and r.answered:
+            p50, p99 = percentile(r.wire_ns, 0.5) / 1e6, percentile(r.wire_ns, 0.99) / 1e6
+            verdict = "met" if p50 < GOAL_P50_MS and p99 < GOAL_P99_MS else "NOT met"
+            print(f"goal, {r.mode}: p50 {p50:.3f} ms, p99 {p99:.3f} ms -> {verdict}")
+    for line in notes:
+        print(line)
     for r in results:
         if r.wrong_mac:
             print(f"WARNING: {r.mode}: {r.wrong_mac} replies from an unexpected MAC")

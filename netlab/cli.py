@@ -71,8 +71,11 @@ def main(lab_name: str | None) -> None:
 @click.argument("topology", required=False, type=click.Path(dir_okay=False))
 @lab_option
 @json_option
+@click.option("--raise-limits", is_flag=True,
+              help="Raise host limits (fs.inotify.max_user_instances, ...) that would keep "
+                   "all NEA pairs of the lab from running at once; 'down' puts them back.")
 @reports_errors
-def up(topology: str | None, lab_name: str | None, as_json: bool) -> None:
+def up(topology: str | None, lab_name: str | None, as_json: bool, raise_limits: bool) -> None:
     """Bring up a lab (the default lab without TOPOLOGY)."""
     import time
 
@@ -80,7 +83,7 @@ def up(topology: str | None, lab_name: str | None, as_json: bool) -> None:
 
     lab = _lab(lab_name)
     started = time.monotonic()
-    outcome = lab.up(topology, progress=_progress(as_json))
+    outcome = lab.up(topology, progress=_progress(as_json), raise_limits=raise_limits)
     elapsed = time.monotonic() - started
     if as_json:
         _print_json({"lab": lab.name, "result": outcome, "seconds": round(elapsed, 3)})

@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlab import storage
-from netlab.errors import LabError, NothingToDo, NotRoot, UnknownLab
+from netlab import limits, storage
+from netlab.errors import LabError, NetlabError, NothingToDo, NotRoot, UnknownLab
+from netlab.lab_daemons import (
+    PROXY_ARP,
+    PROXY_ARP_SOCKET,
+    SUPERVISOR,
+    find_proxy_arp,
+    find_supervisors,
+    start_proxy_arp,
+    start_supervisor,
+)
 from netlab.net import links
 from netlab.net.batch import Batch, open_socket
 from netlab.net.namespaces import (
@@ -42,6 +51,7 @@ from netlab.processes import (
     record_of,
     stop_processes,
 )
+from netlab.proxyarp.client import ProxyArpClient
 from netlab.replica_state import RUNNING_AT_SP
 from netlab.run import require_tool
 from netlab.state import LabDir
@@ -229,6 +239,11 @@ class Lab:
         path.chmod(0o700)
         return path
 
+    @property
+    def proxy_arp_socket(self) -> Path:
+        """Control socket of the lab's one proxy-ARP process."""
+        return self.socket_dir / PROXY_ARP_SOCKET
+
     def disk_dir(self, vm_node: str) -> Path:
         tenant, vm = vm_node.split("/", 1)
         return self.dir.root / "disks" / tenant / vm
@@ -239,8 +254,13 @@ class Lab:
 
     # ----- up --------------------------------------------------------------
 
-    def up(self, topology_path: str | Path | None = None, progress: Progress = _quiet) -> str:
-        """Bring the lab up; return "created" or "already up". Roll back on any failure."""
+    def up(self, topology_path: str | Path | None = None, progress: Progress = _quiet,
+           raise_limits: bool = False) -> str:
+        """Bring the lab up; return "created" or "already up". Roll back on any failure.
+
+        With `raise_limits` (the user's consent), host limits that would keep the lab's
+        NEA pairs from all running at once (netlab.limits) are raised, the old values
+        recorded and put back by `down`."""
         require_root()
         for tool in ("nsenter", "nft", "busybox"):
             require_tool(tool)
@@ -249,11 +269,12 @@ class Lab:
         plan = build_plan(self.name, topology)
         if plan.dhcp_servers:
             require_tool("dnsmasq")
+        backend = "kernel"
         if plan.tunnels:
             from netlab import wireguard
 
             # NETLAB_WG=kernel on a kernel without the module fails here, before anything exists
-            wireguard.select_backend()
+            backend = wireguard.select_backend().name
 
         with self.dir.locked():
             state = self.dir.read()
@@ -284,6 +305,8 @@ class Lab:
         self.dir.journal("up-started", lab=self.name)
         self._plan = plan
         try:
+            if raise_limits and plan.tunnels and backend != "kernel":
+                self._raise_limits(len(plan.tunnels), progress)
             self._apply(plan, progress)
         except BaseException as exc:
             progress(f"bring-up failed ({exc}); removing what was created")
@@ -291,6 +314,15 @@ class Lab:
             raise
         self.dir.journal("up-finished", lab=self.name)
         return "created"
+
+    def _raise_limits(self, pairs: int, progress: Progress) -> None:
+        changed = limits.raise_for(pairs)
+        with self.dir.update() as state:
+            state["limits_raised"] = changed
+        for key, values in changed.items():
+            progress(f"{key} raised from {values['old']} to {values['new']} for {pairs} NEA "
+                     "pairs (put back by 'netlab down')")
+            self.dir.journal("limit-raised", sysctl=key, **values)
 
     def _apply(self, plan: LabPlan, progress: Progress) -> None:
         started = time.monotonic()
@@ -354,6 +386,8 @@ class Lab:
                     "leases": leases,
                 }
             )
+        if plan.tunnels:
+            self.start_proxy_arp()
         self.ensure_supervisor()
 
     def _first_restore_point(self, plan: LabPlan, vm: Node, seeded: Future) -> int:
@@ -363,14 +397,24 @@ class Lab:
 
     def ensure_supervisor(self) -> None:
         """Start the lab's supervisor unless it runs (it restarts daemons that die)."""
-        from netlab.supervisor import start_supervisor
-
         with self.dir.update() as state:
-            data = state.get("processes", {}).get("supervisor")
+            data = state.get("processes", {}).get(SUPERVISOR)
             if data and is_alive(ProcessRecord.from_dict(data)):
                 return
-            rec = start_supervisor(self)
-            state.setdefault("processes", {})["supervisor"] = rec.to_dict() | {"supervised": False}
+            rec = start_supervisor(self.name, self.dir.sub("logs"), self.dir.root.parent)
+            state.setdefault("processes", {})[SUPERVISOR] = rec.to_dict() | {"supervised": False}
+
+    def start_proxy_arp(self) -> ProcessRecord:
+        """Start the lab's proxy-ARP process, record it (supervised) and wait until it
+        answers. It serves no appliance yet: powering an NEA pair on attaches its two."""
+        rec = start_proxy_arp(self.proxy_arp_socket, self.dir.sub("logs"))
+        with self.dir.update() as state:
+            state.setdefault("processes", {})[PROXY_ARP] = rec.to_dict() | {"supervised": True}
+        try:
+            ProxyArpClient(str(self.proxy_arp_socket)).wait_ready(timeout=10, process=rec)
+        except NetlabError as exc:
+            raise LabError(f"{exc} (log: {self.dir.sub('logs') / 'proxyarp.log'})") from None
+        return rec
 
     # ----- down and cleanup -----------------------------------------------
 
@@ -385,14 +429,14 @@ class Lab:
         require_root()
         report = CleanupReport()
         state = self.dir.read()
-        from netlab.supervisor import find_supervisors
-
         recorded = [ProcessRecord.from_dict(r) for r in state.get("processes", {}).values()]
-        by_pid = {r.pid: r for r in [*find_supervisors(self.name), *recorded]}
+        found = [*find_supervisors(self.name),
+                 *find_proxy_arp(SOCKET_RUN_DIR / self.name / PROXY_ARP_SOCKET)]
+        by_pid = {r.pid: r for r in [*found, *recorded]}
         records = list(by_pid.values())
         # The supervisor first, so that it restarts nothing while the rest goes.
-        supervisors = [r for r in records if r.name == "supervisor"]
-        others = [r for r in records if r.name != "supervisor"]
+        supervisors = [r for r in records if r.name == SUPERVISOR]
+        others = [r for r in records if r.name != SUPERVISOR]
         for group in (supervisors, others):
             for rec in stop_processes(group):
                 report.processes.append(f"{rec.name} (pid {rec.pid})")
@@ -403,6 +447,9 @@ class Lab:
                   if (rec := record_of(pid, f"process in {netns}")) is not None]
         for rec in stop_processes(strays):
             report.processes.append(f"pid {rec.pid} in {rec.name.removeprefix('process in ')}")
+        restored = limits.restore(state.get("limits_raised", {}))
+        if restored:
+            progress(f"put back {', '.join(restored)} as they were before 'up --raise-limits'")
         for sock in sorted(WIREGUARD_RUN_DIR.glob(f"{self.prefix}w*.sock")):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
@@ -475,6 +522,7 @@ class Lab:
             "nodes": nodes,
             "vms": vms,
             "neas": state.get("neas", {}),
+            "wireguard": self.wireguard_capacity(state) if plan.tunnels else None,
             "processes": processes,
             "warnings": [
                 f"IP conflict: {vm['name']} is powered on while its replica runs at the SP; "
@@ -485,6 +533,21 @@ class Lab:
                 and vm["replica_state"] in RUNNING_AT_SP
             ],
         }
+
+    def wireguard_capacity(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Which WireGuard backend runs, how many NEA pairs are on and how many more fit
+        on this host (netlab.limits; pairs_left None: no ceiling)."""
+        from netlab import wireguard
+
+        try:
+            backend = wireguard.select_backend().name
+        except NetlabError as exc:  # status still shows the rest of the lab
+            return {"backend": None, "error": str(exc), "pairs_left": 0, "binding": None,
+                    "limits": [], "pairs_on": 0}
+        info = limits.capacity(backend)
+        info["pairs_on"] = sum(1 for n in state.get("neas", {}).values()
+                               if n.get("power") == "on")
+        return info
 
     def node_power(self, state: dict[str, Any], node: Node) -> str:
         if node.kind in (NodeKind.TENANT_NEA, NodeKind.SP_NEA):

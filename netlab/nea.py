@@ -16,27 +16,29 @@ production LAN and the cloud network look like one segment:
 from __future__ import annotations
 
 import contextlib
-import sys
+import fcntl
 import time
-from collections.abc import Callable
-from ipaddress import IPv4Network
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from netlab import wireguard
-from netlab.errors import NetlabError, PreconditionFailed, UnknownNode
+from netlab import limits, wireguard
+from netlab.errors import PreconditionFailed, UnknownNode
 from netlab.lab import Lab, Progress, _quiet
+from netlab.lab_daemons import PROXY_ARP
 from netlab.net import links
 from netlab.net.namespaces import Netlink, pids_in_namespaces
-from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Tunnel
+from netlab.plan import CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY, LabPlan, Node, Tunnel
 from netlab.processes import (
     ProcessRecord,
     command_line,
     is_alive,
     record_of,
-    start_process,
     stop_process,
 )
-from netlab.proxyarp.client import ProxyArpClient
+from netlab.proxyarp.client import DaemonNotRunning, ProxyArpClient
+from netlab.proxyarp.sets import SetSpec
 from netlab.replica_state import RUNNING_AT_SP
 from netlab.run import run
 
@@ -73,14 +75,23 @@ def replicas_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> list
     return sorted(addresses)
 
 
-def sp_proxied(tunnel: Tunnel, at_sp: list[str]) -> list[str]:
-    """Every address of the subnet but the local replicas and the SP NEA itself."""
-    skip = set(at_sp) | {tunnel.sp_nea_address}
-    return [str(a) for a in IPv4Network(tunnel.subnet).hosts() if str(a) not in skip]
+def plan_sets(tunnel: Tunnel, at_sp: list[str], gateway_role: bool = False
+              ) -> dict[str, SetSpec]:
+    """The sets of both sides as prefixes with exceptions, whatever the subnet size.
 
-
-def _socket_path(lab: Lab, node: str) -> str:
-    return str(lab.socket_dir / f"proxyarp-{node.replace('/', '.')}.sock")
+    The SP NEA answers for its subnet minus what answers on the SP side itself: the
+    replicas running there, its own address, and the gateway's address while a cloud
+    failover plan gives the SP that role. The tenant NEA answers for the replicas.
+    """
+    exceptions = set(at_sp) | {tunnel.sp_nea_address}
+    if gateway_role:
+        exceptions.add(tunnel.gateway_address)
+    in_subnet = IPv4Network(tunnel.subnet)
+    ordered = sorted((a for a in exceptions if IPv4Address(a) in in_subnet), key=IPv4Address)
+    return {
+        "sp": SetSpec(prefixes=(str(in_subnet),), exceptions=tuple(ordered)),
+        "tenant": SetSpec(addresses=tuple(sorted(at_sp, key=IPv4Address))),
+    }
 
 
 def _keys(lab: Lab, tunnel: Tunnel) -> tuple[wireguard.KeyPair, wireguard.KeyPair]:
@@ -112,21 +123,72 @@ def backend_for(lab: Lab) -> wireguard.WireGuardBackend:
     return wireguard.select_backend(log_dir=lab.dir.sub("logs"))
 
 
+def check_room_for(lab: Lab, keys: list[str]) -> None:
+    """Refuse, before anything changes, when powering the pairs of `keys` that are off
+    on would cross a host limit of the WireGuard backend (netlab.limits)."""
+    neas = lab.dir.read().get("neas", {})
+    off = [key for key in dict.fromkeys(keys) if neas.get(key, {}).get("power") != "on"]
+    if off:
+        limits.check_room(backend_for(lab).name, len(off))
+
+
 # ----- tunnel ------------------------------------------------------------------
+
+
+# NEA pairs of different networks power on and off together: the waiting (processes
+# starting, `wg` subprocesses, control sockets) overlaps in a bounded pool; netlink stays
+# on the main thread (pyroute2 switches namespaces per thread), in one pass per phase.
+POOL_SIZE = 8
+
+
+def _pool(count: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(POOL_SIZE, count)))
+
+
+def _side_node(plan: LabPlan, tunnel: Tunnel, side: str) -> tuple[Node, str]:
+    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
+    return node, tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
 
 
 def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
     """Create and configure one side's WireGuard interface and the routes that use it."""
+    start_sides(lab, [tunnel], side)
+
+
+def start_sides(lab: Lab, tunnels: list[Tunnel], side: str) -> None:
+    """One side ("sp" or "tenant") of several pairs: WireGuard interfaces created and
+    configured, links up, routes that use them. Start the SP sides before the tenant
+    sides of the same pairs: the server listens before its client handshakes."""
+    if not tunnels:
+        return
     plan = lab.plan()
     backend = backend_for(lab)
-    tenant_keys, sp_keys = _keys(lab, tunnel)
+    targets = [_side_node(plan, t, side) for t in tunnels]
+    with _pool(len(tunnels)) as pool:
+        keys = list(pool.map(lambda t: _keys(lab, t), tunnels))
+        if backend.name == "kernel":  # a netlink link: main thread
+            records = [backend.create(node.netns, ifname) for node, ifname in targets]
+        else:
+            records = list(pool.map(lambda target: backend.create(target[0].netns, target[1]),
+                                    targets))
+        with lab.dir.update() as state:
+            state.setdefault("processes", {}).update({
+                f"wireguard:{node.name}": _renamed(rec, f"wireguard:{node.name}").to_dict()
+                | {"supervised": True}
+                for (node, _), rec in zip(targets, records, strict=True) if rec is not None})
+        list(pool.map(lambda job: _configure(side, *job),
+                      zip(tunnels, targets, keys, strict=True)))
     state = lab.dir.read()
-    at_sp = replicas_at_sp(plan, state, tunnel)
-    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
-    ifname = tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
-    rec = backend.create(node.netns, ifname)
-    if rec is not None:
-        _record(lab, _renamed(rec, f"wireguard:{node.name}"))
+    with Netlink() as nl:
+        for tunnel, (node, ifname), rec in zip(tunnels, targets, records, strict=True):
+            wireguard.set_up(node.netns, ifname, nl=nl)
+            backend.tune(rec)
+            _add_routes(nl[node.netns], tunnel, side, replicas_at_sp(plan, state, tunnel))
+
+
+def _configure(side: str, tunnel: Tunnel, target: tuple[Node, str],
+               keys: tuple[wireguard.KeyPair, wireguard.KeyPair]) -> None:
+    (node, ifname), (tenant_keys, sp_keys) = target, keys
     if side == "sp":
         wireguard.configure_server(
             node.netns, ifname, sp_keys.private_key_path, tunnel.listen_port,
@@ -137,22 +199,19 @@ def start_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
             node.netns, ifname, tenant_keys.private_key_path, sp_keys.public_key,
             tunnel.endpoint, [tunnel.subnet],
         )
-    wireguard.set_up(node.netns, ifname)
-    backend.tune(rec)
+
+
+def _add_routes(sock: Any, tunnel: Tunnel, side: str, at_sp: list[str]) -> None:
     if side == "sp":
-        with Netlink() as nl:
-            sock = nl[node.netns]
-            links.add_route(sock, tunnel.subnet, dev=tunnel.sp_wg)
-            links.add_route(sock, "default", dev=tunnel.sp_wg, table=CLOUD_ROUTE_TABLE)
-            links.add_rule(sock, tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY)
-            for address in at_sp:
-                links.add_route(sock, f"{address}/32", dev=tunnel.sp_cloud_port)
+        links.add_route(sock, tunnel.subnet, dev=tunnel.sp_wg)
+        links.add_route(sock, "default", dev=tunnel.sp_wg, table=CLOUD_ROUTE_TABLE)
+        links.add_rule(sock, tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE, CLOUD_RULE_PRIORITY)
+        for address in at_sp:
+            links.add_route(sock, f"{address}/32", dev=tunnel.sp_cloud_port)
     else:
-        with Netlink() as nl:
-            sock = nl[node.netns]
-            links.add_route(sock, f"{tunnel.sp_nea_address}/32", dev=tunnel.tenant_wg)
-            for address in at_sp:
-                links.add_route(sock, f"{address}/32", dev=tunnel.tenant_wg)
+        links.add_route(sock, f"{tunnel.sp_nea_address}/32", dev=tunnel.tenant_wg)
+        for address in at_sp:
+            links.add_route(sock, f"{address}/32", dev=tunnel.tenant_wg)
 
 
 def _renamed(rec: ProcessRecord, name: str) -> ProcessRecord:
@@ -161,71 +220,41 @@ def _renamed(rec: ProcessRecord, name: str) -> ProcessRecord:
 
 
 def stop_tunnel_side(lab: Lab, tunnel: Tunnel, side: str) -> None:
+    stop_sides(lab, [tunnel], side)
+
+
+def stop_sides(lab: Lab, tunnels: list[Tunnel], side: str) -> None:
+    """One side of several pairs: WireGuard daemons stopped (together), links and the
+    SP's policy rule removed. Idempotent."""
+    if not tunnels:
+        return
     plan = lab.plan()
-    node = plan.nodes[tunnel.sp_nea if side == "sp" else tunnel.tenant_nea]
-    ifname = tunnel.sp_wg if side == "sp" else tunnel.tenant_wg
-    name = f"wireguard:{node.name}"
+    targets = [_side_node(plan, t, side) for t in tunnels]
+    names = [f"wireguard:{node.name}" for node, _ in targets]
     with lab.dir.update() as state:
-        records = _records(state, name)
-        state.get("processes", {}).pop(name, None)
+        records = [_records(state, name) for name in names]
+        for name in names:
+            state.get("processes", {}).pop(name, None)
     backend = backend_for(lab)
-    if backend.name != "kernel" and not records:
-        records = _unrecorded(node.netns, ["wireguard-go", "-f", ifname])
-    if backend.name == "kernel" or records:
-        backend.destroy(node.netns, ifname, records[0] if records else None)
+
+    def stop(job: tuple[tuple[Node, str], list[ProcessRecord]]) -> None:
+        (node, ifname), recs = job
+        if not recs:
+            recs = _unrecorded(node.netns, ["wireguard-go", "-f", ifname])
+        if recs:
+            backend.destroy(node.netns, ifname, recs[0])
+
+    if backend.name == "kernel":  # netlink: main thread
+        for node, ifname in targets:
+            backend.destroy(node.netns, ifname, None)
+    else:
+        with _pool(len(tunnels)) as pool:
+            list(pool.map(stop, zip(targets, records, strict=True)))
     if side == "sp":
         with Netlink() as nl:
-            links.delete_rule(nl[node.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
-                              CLOUD_RULE_PRIORITY)
-
-
-# ----- proxy-ARP daemons -------------------------------------------------------------
-
-
-def start_proxy_daemon(lab: Lab, tunnel: Tunnel, side: str) -> Callable[[], None]:
-    """Start one side's proxy-ARP daemon; call the result to wait until it answers.
-
-    Starting both sides before waiting for either overlaps their start-up
-    (Python and Scapy imports, ~0.13 s each).
-    """
-    plan = lab.plan()
-    state = lab.dir.read()
-    at_sp = replicas_at_sp(plan, state, tunnel)
-    if side == "sp":
-        node, iface = plan.nodes[tunnel.sp_nea], tunnel.sp_cloud_port
-        addresses, gratuitous = sp_proxied(tunnel, at_sp), 0
-    else:
-        node, iface = plan.nodes[tunnel.tenant_nea], tunnel.tenant_lan_port
-        # neighbours switch to the NEA's MAC at once instead of when their entry ages out
-        addresses, gratuitous = at_sp, 3
-    sock = _socket_path(lab, node.name)
-    argv = [sys.executable, "-m", "netlab.proxyarp", "--iface", iface, "--socket", sock,
-            "--gratuitous-count", str(gratuitous)]
-    if addresses:
-        argv += ["--address", ",".join(addresses)]
-    log = lab.dir.sub("logs") / f"proxyarp-{node.name.replace('/', '.')}.log"
-    rec = start_process(f"proxyarp:{node.name}", argv, netns=node.netns, log_path=log)
-    _record(lab, rec)
-
-    def wait_ready() -> None:
-        try:
-            ProxyArpClient(sock).wait_ready(timeout=10, process=rec)
-        except NetlabError as exc:
-            raise NetlabError(f"{exc} (log: {log})") from None
-
-    return wait_ready
-
-
-def stop_proxy_daemon(lab: Lab, node_name: str) -> None:
-    name = f"proxyarp:{node_name}"
-    with lab.dir.update() as state:
-        records = _records(state, name)
-        state.get("processes", {}).pop(name, None)
-    if not records:
-        node = lab.plan().nodes[node_name]
-        records = _unrecorded(node.netns, [sys.executable, "-m", "netlab.proxyarp"])
-    for rec in records:
-        stop_process(rec)
+            for tunnel, (node, _) in zip(tunnels, targets, strict=True):
+                links.delete_rule(nl[node.netns], tunnel.sp_cloud_port, CLOUD_ROUTE_TABLE,
+                                  CLOUD_RULE_PRIORITY)
 
 
 def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
@@ -242,59 +271,180 @@ def _unrecorded(netns: str, argv_prefix: list[str]) -> list[ProcessRecord]:
     return found
 
 
+# ----- proxy ARP: one process of the lab serves every appliance ------------------------
+
+
+def proxy_sets(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> dict[str, SetSpec]:
+    """What each side of the pair answers ARP for, from the lab state."""
+    return plan_sets(tunnel, replicas_at_sp(plan, state, tunnel),
+                     gateway_at_sp(plan, state, tunnel))
+
+
+def gateway_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> bool:
+    """True while a running cloud failover plan gives the SP NEA the gateway's address."""
+    record = state.get("plans", {}).get(tunnel.tenant, {})
+    if record.get("status") != "running" or not record.get("gateway_taken", True):
+        return False
+    return any(plan.nodes[vm].network == tunnel.network
+               for vm in record.get("vms", []) if vm in plan.nodes)
+
+
+def _daemon_client(lab: Lab) -> ProxyArpClient:
+    return ProxyArpClient(str(lab.proxy_arp_socket))
+
+
+@contextlib.contextmanager
+def _daemon_lock(lab: Lab) -> Iterator[None]:
+    """Serialises (re)starting the daemon and pushing sets to it: each holder reads the
+    state inside the lock, so the last set pushed is always made from the latest state,
+    whether it comes from a command or from the supervisor relearning after a restart."""
+    path = lab.dir.sub("locks") / "_proxyarp-daemon.lock"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_proxy_daemon(lab: Lab) -> bool:
+    """Make sure the lab's proxy-ARP process runs and knows every powered-on appliance;
+    True when it had to be (re)started."""
+    with _daemon_lock(lab):
+        data = lab.dir.read().get("processes", {}).get(PROXY_ARP)
+        rec = ProcessRecord.from_dict(data) if data else None
+        if rec is not None and is_alive(rec) and _daemon_client(lab).ping():
+            return False
+        if rec is not None:
+            stop_process(rec)  # a stuck one would keep the control socket
+        new = lab.start_proxy_arp()
+        state = lab.dir.read()  # once: a large lab's state costs milliseconds to read
+        learned = [t for t in lab.plan().tunnels.values()
+                   if state.get("neas", {}).get(t.key, {}).get("power") == "on"]
+        for tunnel in learned:
+            _push(lab, tunnel, attach=True, state=state)
+        lab.dir.journal("proxyarp-relearned", pid=new.pid, pairs=[t.key for t in learned],
+                        message=f"proxy-ARP process (re)started; it serves the appliances of "
+                                f"{len(learned)} powered-on NEA pairs")
+        return True
+
+
+def _push(lab: Lab, tunnel: Tunnel, attach: bool, state: dict[str, Any] | None = None) -> None:
+    """Send both sides' sets (and attach them first): the SP side first, so a replica's
+    address is never claimed by a proxy on both sides at once. `state` read under the
+    daemon lock, or read here."""
+    plan = lab.plan()
+    sets = proxy_sets(plan, lab.dir.read() if state is None else state, tunnel)
+    daemon = _daemon_client(lab)
+    for side in ("sp", "tenant"):
+        node_name = tunnel.sp_nea if side == "sp" else tunnel.tenant_nea
+        client = daemon.for_appliance(node_name)
+        if attach:
+            iface = tunnel.sp_cloud_port if side == "sp" else tunnel.tenant_lan_port
+            # the tenant side announces its replicas, so neighbours switch to its MAC at
+            # once instead of when their entry ages out
+            client.attach(plan.nodes[node_name].netns, iface,
+                          gratuitous_count=0 if side == "sp" else 3)
+        spec = sets[side]
+        client.set(spec.prefixes, spec.addresses, spec.exceptions)
+
+
+def attach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """The pairs' appliances answer ARP from now on, each for its set."""
+    ensure_proxy_daemon(lab)
+    with _daemon_lock(lab):
+        state = lab.dir.read()
+        for tunnel in tunnels:
+            _push(lab, tunnel, attach=True, state=state)
+
+
+def attach_pair(lab: Lab, tunnel: Tunnel) -> None:
+    attach_pairs(lab, [tunnel])
+
+
+def detach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """The pairs' appliances answer no ARP any more (nothing to do if the daemon is gone:
+    the next start learns only powered-on pairs)."""
+    daemon = _daemon_client(lab)
+    with _daemon_lock(lab):
+        for tunnel in tunnels:
+            for node_name in (tunnel.tenant_nea, tunnel.sp_nea):
+                with contextlib.suppress(DaemonNotRunning):
+                    daemon.for_appliance(node_name).detach()
+
+
 # ----- the pair ----------------------------------------------------------------------
 
 
 def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     """Power the NEA pair of network `key` on; return the seconds it took. Idempotent."""
+    return power_on(lab, [key], progress)
+
+
+def power_on(lab: Lab, keys: list[str], progress: Progress = _quiet) -> float:
+    """Power the NEA pairs of networks `keys` on together (those already on stay as they
+    are); return the seconds it took. On any failure every pair it started goes off."""
     lab.require_up()
-    tunnel = tunnel_of(lab, key)
     state = lab.dir.read()
-    if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
+    tunnels = [t for t in dict.fromkeys(tunnel_of(lab, key) for key in keys)
+               if state.get("neas", {}).get(t.key, {}).get("power") != "on"]
+    if not tunnels:
         return 0.0
+    check_room_for(lab, [t.key for t in tunnels])
     started = time.monotonic()
     backend = backend_for(lab)
-    lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
+    for tunnel in tunnels:
+        lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
     try:
-        start_tunnel_side(lab, tunnel, "sp")
-        start_tunnel_side(lab, tunnel, "tenant")
-        waiters = [start_proxy_daemon(lab, tunnel, side) for side in ("sp", "tenant")]
-        for wait_ready in waiters:
-            wait_ready()
+        start_sides(lab, tunnels, "sp")
+        start_sides(lab, tunnels, "tenant")
+        with lab.dir.update() as state:
+            for tunnel in tunnels:
+                state.setdefault("neas", {})[tunnel.key] = {"power": "on",
+                                                            "backend": backend.name}
+        attach_pairs(lab, tunnels)
     except BaseException:
-        _power_off(lab, tunnel)
+        power_off_pairs(lab, tunnels)
         raise
-    with lab.dir.update() as state:
-        state.setdefault("neas", {})[tunnel.key] = {"power": "on", "backend": backend.name}
     elapsed = time.monotonic() - started
-    lab.dir.journal("nea-up", network=tunnel.key, seconds=round(elapsed, 4))
-    progress(f"NEA pair {tunnel.key} on ({backend.name} WireGuard) in {elapsed:.2f} s")
+    for tunnel in tunnels:
+        lab.dir.journal("nea-up", network=tunnel.key, seconds=round(elapsed, 4))
+        progress(f"NEA pair {tunnel.key} on ({backend.name} WireGuard) in {elapsed:.2f} s")
     return elapsed
 
 
 def nea_down(lab: Lab, key: str, progress: Progress = _quiet) -> None:
     """Power the NEA pair of network `key` off: daemons, tunnel, routes. Idempotent."""
+    power_off(lab, [key], progress)
+
+
+def power_off(lab: Lab, keys: list[str], progress: Progress = _quiet) -> None:
+    """Power the NEA pairs of networks `keys` off together. Idempotent."""
     lab.require_up()
-    tunnel = tunnel_of(lab, key)
-    _power_off(lab, tunnel)
-    lab.dir.journal("nea-down", network=tunnel.key)
-    progress(f"NEA pair {tunnel.key} off")
+    tunnels = list(dict.fromkeys(tunnel_of(lab, key) for key in keys))
+    power_off_pairs(lab, tunnels)
+    for tunnel in tunnels:
+        lab.dir.journal("nea-down", network=tunnel.key)
+        progress(f"NEA pair {tunnel.key} off")
 
 
-def _power_off(lab: Lab, tunnel: Tunnel) -> None:
+def power_off_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+    """Appliances detached, tunnels stopped (tenant sides, then SP sides), the SP's
+    host routes removed; also what a pair cut short half-way left."""
     with lab.dir.update() as state:
-        state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
-    stop_proxy_daemon(lab, tunnel.tenant_nea)
-    stop_proxy_daemon(lab, tunnel.sp_nea)
-    stop_tunnel_side(lab, tunnel, "tenant")
-    stop_tunnel_side(lab, tunnel, "sp")
+        for tunnel in tunnels:
+            state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
+    detach_pairs(lab, tunnels)
+    stop_sides(lab, tunnels, "tenant")
+    stop_sides(lab, tunnels, "sp")
     plan = lab.plan()
     with Netlink() as nl:
-        sp = nl[plan.nodes[tunnel.sp_nea].netns]
-        for route in sp.get_routes(family=2):
-            dst = route.get_attr("RTA_DST")
-            if dst and route["dst_len"] == 32:
-                links.delete_route(sp, f"{dst}/32")
+        for tunnel in tunnels:
+            sp = nl[plan.nodes[tunnel.sp_nea].netns]
+            for route in sp.get_routes(family=2):
+                dst = route.get_attr("RTA_DST")
+                if dst and route["dst_len"] == 32:
+                    links.delete_route(sp, f"{dst}/32")
 
 
 def sync_proxies(lab: Lab, key: str) -> dict[str, list[str]]:
@@ -318,15 +468,9 @@ def sync_proxies(lab: Lab, key: str) -> dict[str, list[str]]:
             else:
                 links.delete_route(tenant_sock, host)
                 links.delete_route(sp_sock, host)
-    tenant = ProxyArpClient(_socket_path(lab, tenant_node.name))
-    sp = ProxyArpClient(_socket_path(lab, sp_node.name))
-    # The SP NEA stops answering for a replica before the tenant NEA starts, so the
-    # replica's address is never claimed by a proxy on both sides at once.
-    sp.remove(at_sp)
-    stale_tenant = [a for a in tenant.list() if a not in at_sp]
-    tenant.remove(stale_tenant)
-    tenant.add(at_sp)
-    sp.add([a for a in sp_proxied(tunnel, at_sp) if a not in at_sp])
+    ensure_proxy_daemon(lab)
+    with _daemon_lock(lab):
+        _push(lab, tunnel, attach=False)
     return {"tenant": at_sp, "sp_removed": at_sp}
 
 
@@ -377,8 +521,7 @@ def probe(lab: Lab, tunnel: Tunnel, timeout: float = 1.0) -> bool:
 def recent_restarts(lab: Lab, tunnel: Tunnel) -> list[dict[str, Any]]:
     """Supervisor restarts of the pair's daemons in the last RECENT_RESTART_SECONDS,
     since the pair was last powered on or reconnected (oldest first)."""
-    names = {f"{kind}:{node}" for kind in ("wireguard", "proxyarp")
-             for node in (tunnel.tenant_nea, tunnel.sp_nea)}
+    names = {f"wireguard:{node}" for node in (tunnel.tenant_nea, tunnel.sp_nea)} | {PROXY_ARP}
     since = time.time() - RECENT_RESTART_SECONDS
     found: list[dict[str, Any]] = []
     for event in lab.dir.events():
@@ -405,7 +548,7 @@ def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dic
     dead = [
         rec.name for rec in _records(
             state, f"wireguard:{tunnel.tenant_nea}", f"wireguard:{tunnel.sp_nea}",
-            f"proxyarp:{tunnel.tenant_nea}", f"proxyarp:{tunnel.sp_nea}",
+            PROXY_ARP,
         ) if not is_alive(rec)
     ]
     handshake = None

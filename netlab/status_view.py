@@ -113,6 +113,12 @@ def status_renderable(data: dict[str, Any], wide: bool = False) -> RenderableTyp
     parts.append(_vm_table(data))
     if data.get("tunnels"):
         parts.append(_tunnel_table(data))
+    if data.get("wireguard") and data["wireguard"].get("backend"):
+        wg = data["wireguard"]
+        room = ("no host ceiling" if wg["pairs_left"] is None
+                else f"{wg['pairs_left']} more fit (bound by {wg['binding']})")
+        parts.append(Text(f"WireGuard backend {wg['backend']}: {wg['pairs_on']} NEA pairs on, "
+                          f"{room}"))
     for warning in data.get("warnings", []):
         parts.append(Text.from_markup(f"[bold red]warning:[/bold red] {warning}", emoji=False))
     parts.append(_node_table(data, wide))

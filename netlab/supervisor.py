@@ -14,54 +14,19 @@ import signal
 import sys
 import time
 
-from netlab import storage
+from netlab import nea, storage
 from netlab.lab import Lab
+from netlab.lab_daemons import PROXY_ARP
 from netlab.plan import NodeKind
-from netlab.processes import (
-    ProcessRecord,
-    command_line,
-    is_alive,
-    record_of,
-    start_process,
-    stop_process,
-)
+from netlab.processes import ProcessRecord, is_alive, stop_process
 from netlab.workloads import start_dhcp_server, start_http_server
 
 POLL_SECONDS = 0.2
 log = logging.getLogger("netlab.supervisor")
 
 
-def supervisor_argv(lab: str) -> list[str]:
-    return [sys.executable, "-m", "netlab.supervisor", "--lab", lab]
-
-
-def start_supervisor(lab: Lab) -> ProcessRecord:
-    log_path = lab.dir.sub("logs") / "supervisor.log"
-    # the lab's state directory goes to the child explicitly: the caller's may differ
-    # from this process's environment (netlab.api passes a state_dir)
-    env = {**os.environ, "NETLAB_STATE_DIR": str(lab.dir.root.parent)}
-    return start_process("supervisor", supervisor_argv(lab.name), log_path=log_path, env=env)
-
-
-def find_supervisors(lab_name: str) -> list[ProcessRecord]:
-    """Supervisors of `lab_name` found by their exact arguments, for cleanup without state."""
-    wanted = ["-m", "netlab.supervisor", "--lab", lab_name]
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        args = command_line(int(entry.name))
-        if args is not None and args[1:] == wanted:
-            rec = record_of(int(entry.name), "supervisor")
-            if rec is not None:
-                found.append(rec)
-    return found
-
-
 def restart(lab: Lab, name: str) -> ProcessRecord | None:
     """Start again the process recorded as `name`, the way it was first started."""
-    from netlab import nea
-
     plan = lab.plan()
     kind, _, target = name.partition(":")
     logs, run_dir = lab.dir.sub("logs"), lab.dir.sub("run", 0o700)
@@ -75,9 +40,9 @@ def restart(lab: Lab, name: str) -> ProcessRecord | None:
     elif kind == "dnsmasq":
         server = next(s for s in plan.dhcp_servers if f"{s.tenant}/{s.network}" == target)
         rec = start_dhcp_server(name, server, run_dir, logs)
-    elif kind == "proxyarp":
-        tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
-        nea.start_proxy_daemon(lab, tunnel, "sp" if target == tunnel.sp_nea else "tenant")()
+    elif name == PROXY_ARP:
+        # it relearns every appliance and set of the powered-on pairs from the state
+        nea.ensure_proxy_daemon(lab)
         return None
     elif kind == "wireguard":
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
@@ -95,7 +60,7 @@ def restart(lab: Lab, name: str) -> ProcessRecord | None:
 def _still_wanted(lab: Lab, name: str) -> bool:
     state = lab.dir.read()
     kind, _, target = name.partition(":")
-    if kind in ("proxyarp", "wireguard"):
+    if kind == "wireguard":
         plan = lab.plan()
         for tunnel in plan.tunnels.values():
             if target in (tunnel.tenant_nea, tunnel.sp_nea):

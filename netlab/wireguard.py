@@ -17,8 +17,6 @@ Private keys never pass through this module's memory except as the stdin of
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import ctypes
 import errno
@@ -31,19 +29,23 @@ import socket
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab.errors import NetlabError, ToolMissing
+from netlab.errors import ToolFailed, ToolMissing
+from netlab.net.namespaces import Netlink
 from netlab.net.socket_buffers import enlarge_udp_buffers
 from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
 from netlab.run import NETNS_DIR, PACKAGE_OF, require_tool, run
+from netlab.wireguard_keys import (  # noqa: F401  (the keys are part of this module's API)
+    KeyPair,
+    WireGuardError,
+    _valid_public_key,
+    ensure_keypair,
+)
 
 log = logging.getLogger("netlab.wireguard")
 
@@ -76,14 +78,9 @@ SOCKET_BUFFER_BYTES = 7 << 20  # what wireguard-go asks for itself since 0.0.202
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_KEYNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 
 _CLONE_NEWNET = 0x40000000
 _EOPNOTSUPP = 95  # what rtnetlink answers for a link kind the kernel does not know
-
-
-class WireGuardError(NetlabError):
-    """The tunnel could not be created, configured or inspected; the message says why."""
 
 
 class WireGuardUnavailable(ToolMissing):
@@ -113,48 +110,6 @@ def _check_netns(netns: str) -> str:
     return netns
 
 
-# ---------------------------------------------------------------- netlink in a namespace
-
-
-def _setns(fd: int) -> None:
-    # pyroute2's setns with an open fd never creates anything and never forks.
-    pyroute2_netns.setns(fd, fork=False)
-
-
-@contextlib.contextmanager
-def _netlink_in(netns: str) -> Iterator[IPRoute]:
-    """An IPRoute socket opened inside named namespace `netns`, closed on exit.
-
-    Not `IPRoute(netns=...)`: that forks a helper and silently *creates* a missing
-    namespace (docs/architecture.md#facts). Here the calling thread enters the namespace only for
-    the instant the socket is opened (a netlink socket stays bound to the
-    namespace it was opened in) and goes back at once, so the thread never runs
-    anything else in the wrong namespace. /proc/thread-self, not /proc/self, so it
-    is correct from any thread. A missing namespace is an error naming it.
-    Use the socket from the thread that opened it (pyroute2 IPRoute is per-thread).
-
-    The integrator replaces this with the shared net layer's per-namespace socket.
-    """
-    try:
-        target = os.open(f"{NETNS_DIR}/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise WireGuardError(f"network namespace '{netns}' does not exist") from None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(target)
-        try:
-            ipr = IPRoute()
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
 def _link_index(ipr: IPRoute, netns: str, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
@@ -162,10 +117,12 @@ def _link_index(ipr: IPRoute, netns: str, ifname: str) -> int:
     return int(found[0])
 
 
-def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU) -> None:
-    """Set the tunnel interface's MTU and bring it up (addresses and routes: the caller)."""
+def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU, nl: Netlink | None = None) -> None:
+    """Set the tunnel interface's MTU and bring it up (addresses and routes: the caller).
+    With `nl`, its socket of the namespace is used (one netlink pass for many tunnels)."""
     _check_ifname(ifname)
-    with _netlink_in(_check_netns(netns)) as ipr:
+    with contextlib.nullcontext(nl) if nl is not None else Netlink() as links:
+        ipr = links[_check_netns(netns)]
         index = _link_index(ipr, netns, ifname)
         try:
             ipr.link("set", index=index, mtu=mtu, state="up")
@@ -173,89 +130,6 @@ def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU) -> None:
             raise WireGuardError(
                 f"cannot set {ifname} in namespace '{netns}' up with MTU {mtu}: {exc}"
             ) from exc
-
-
-# ---------------------------------------------------------------- keys
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """Where a WireGuard key pair lives. The private key itself is never held here."""
-
-    name: str
-    private_key_path: Path
-    public_key_path: Path
-    public_key: str
-
-
-def _valid_public_key(key: str) -> str:
-    key = key.strip()
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    # A checked key also cannot be mistaken by `wg` for one of its keywords or flags.
-    if len(raw) != 32:
-        raise WireGuardError(f"not a WireGuard public key: {key!r}")
-    return key
-
-
-def _write_private_key(path: Path, private_key: str) -> None:
-    # Created 0600 under umask 077 and only then written; renamed into place so a
-    # crash never leaves a half-written key under the final name.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    old_umask = os.umask(0o077)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    finally:
-        os.umask(old_umask)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(private_key + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def _write_public_key(path: Path, public_key: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(public_key + "\n")
-    os.replace(tmp, path)
-
-
-def ensure_keypair(key_dir: Path, name: str) -> KeyPair:
-    """The key pair `name` in `key_dir` (`NAME.key` 0600, `NAME.pub`), made if missing."""
-    if not _KEYNAME_RE.match(name):
-        raise WireGuardError(f"invalid key name {name!r}")
-    require_tool("wg")
-    key_dir = Path(key_dir)
-    old_umask = os.umask(0o077)
-    try:
-        key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    finally:
-        os.umask(old_umask)
-    private_path = key_dir / f"{name}.key"
-    public_path = key_dir / f"{name}.pub"
-    if private_path.exists():
-        mode = private_path.stat().st_mode & 0o777
-        if mode & 0o077:
-            # Not made by us, or changed since: tighten rather than go on leaking it.
-            log.warning("private key %s had mode %04o; set to 0600", private_path, mode)
-            os.chmod(private_path, 0o600)
-        private_key = private_path.read_text().strip()
-    else:
-        private_key = run(["wg", "genkey"]).stdout.strip()
-        _write_private_key(private_path, private_key)
-        log.info("made WireGuard key pair %s in %s", name, key_dir)
-    public_key = run(["wg", "pubkey"], input=private_key + "\n").stdout.strip()
-    del private_key
-    if not public_path.exists() or public_path.read_text().strip() != public_key:
-        _write_public_key(public_path, public_key)
-    return KeyPair(name, private_path, public_path, public_key)
 
 
 # ---------------------------------------------------------------- backends
@@ -286,7 +160,8 @@ class KernelBackend(WireGuardBackend):
 
     def create(self, netns: str, ifname: str) -> None:
         _check_ifname(ifname)
-        with _netlink_in(_check_netns(netns)) as ipr:
+        with Netlink() as nl:
+            ipr = nl[_check_netns(netns)]
             try:
                 ipr.link("add", ifname=ifname, kind="wireguard")
             except NetlinkError as exc:
@@ -308,7 +183,8 @@ class KernelBackend(WireGuardBackend):
         _check_ifname(ifname)
         if not Path(NETNS_DIR, netns).exists():
             return  # the link went away with its namespace
-        with _netlink_in(netns) as ipr:
+        with Netlink() as nl:
+            ipr = nl[netns]
             found = ipr.link_lookup(ifname=ifname)
             if found:
                 with contextlib.suppress(NetlinkError):
@@ -384,9 +260,16 @@ class UserspaceBackend(WireGuardBackend):
                 return record
             if not is_alive(record):
                 stop_process(record)  # reaps it
+                tail = _tail(log_path)
+                if "too many open files" in tail:
+                    raise WireGuardError(
+                        f"wireguard-go for {ifname} could not watch its control socket: "
+                        "fs.inotify.max_user_instances is used up (one per wireguard-go); "
+                        "raise it with 'sysctl -w fs.inotify.max_user_instances=1024' or "
+                        f"'netlab up --raise-limits' (log: {log_path})")
                 raise WireGuardError(
                     f"wireguard-go for {ifname} in namespace '{netns}' exited at start; "
-                    f"its log ({log_path}):\n{_tail(log_path)}"
+                    f"its log ({log_path}):\n{tail}"
                 )
             if time.monotonic() > deadline:
                 stop_process(record)
@@ -477,7 +360,9 @@ def kernel_module_available() -> bool:
             log.debug("wireguard probe: %s", exc)
             return False
         finally:
-            _setns(home)
+            # back home at once: an open fd never creates anything and never forks
+            if libc.setns(home, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the netlab namespace")
     finally:
         os.close(home)
     return True
@@ -541,7 +426,17 @@ def _check_endpoint(endpoint: str) -> str:
 
 
 def _wg(netns: str, *args: str) -> str:
-    return run(["wg", *args], netns=netns).stdout
+    try:
+        return run(["wg", *args], netns=netns).stdout
+    except ToolFailed as exc:
+        if "Protocol not supported" not in str(exc):
+            raise
+        # wg's words when no daemon answers for the interface: say why, not that
+        ifname = args[1] if len(args) > 1 else "?"
+        raise WireGuardError(
+            f"no WireGuard daemon answers for {ifname} in namespace '{netns}': its "
+            f"wireguard-go is not running (it exits at start when "
+            f"fs.inotify.max_user_instances is used up; see 'netlab status')") from None
 
 
 def _peers(netns: str, ifname: str) -> list[str]:

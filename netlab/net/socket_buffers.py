@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 
@@ -52,8 +53,12 @@ def enlarge_udp_buffers(pidfd: int, pid: int, size: int) -> int:
     for target_fd in _socket_fds(pid):
         try:
             fd = _duplicate(pidfd, target_fd)
-        except FileNotFoundError:
-            continue  # closed meanwhile
+        except OSError as exc:
+            # closed meanwhile (pidfd_getfd says EBADF): wireguard-go drops a listener
+            # it cannot bind while its link comes up
+            if exc.errno in (errno.EBADF, errno.ENOENT):
+                continue
+            raise
         with socket.socket(fileno=fd) as sock:
             if sock.type != socket.SOCK_DGRAM or sock.family not in (
                 socket.AF_INET, socket.AF_INET6

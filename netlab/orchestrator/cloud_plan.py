@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,21 +46,38 @@ from typing import Any
 
 from netlab import nea, storage
 from netlab.errors import NetlabError, NothingToDo, PreconditionFailed, UnknownNode
-from netlab.lab import Lab, namespace_sysctls, segment_sysctls
+from netlab.lab import Lab
 from netlab.net import links
-from netlab.net.namespaces import Netlink, delete_namespace, namespace_exists
+from netlab.net.namespaces import Netlink
 from netlab.net.nft import apply_ruleset, delete_table
 from netlab.orchestrator import power
+from netlab.orchestrator.plan_rules import (  # noqa: F401  (part of this module's API)
+    MARK_PRIORITY,
+    Endpoint,
+    endpoints,
+    gateway_plan_ruleset,
+    plan_table,
+    plan_tunnels,
+    public_addresses,
+    snat_address,
+    sp_nea_plan_ruleset,
+)
+from netlab.orchestrator.plan_sandbox import (
+    BOOT_TIMEOUT,
+    FAILED,
+    SUCCESS,
+    Sandbox,
+    _vm_names,
+    answers,
+)
 from netlab.orchestrator.states import ReplicaState
 from netlab.plan import (
     CLOUD_ROUTE_TABLE,
     CLOUD_RULE_PRIORITY,
-    PLAN_MARK,
     LabPlan,
     Tunnel,
-    chain,
 )
-from netlab.processes import ProcessRecord, is_alive, record_of, stop_process
+from netlab.processes import ProcessRecord, is_alive, record_of
 from netlab.run import run
 from netlab.topology.model import FailoverPlan
 
@@ -69,147 +85,10 @@ Say = Callable[[str], None]
 RUNNING = "running"
 STOPPED = "stopped"
 NOT_STARTED = "not started"
-SUCCESS = "success"
-FAILED = "failed"
-# A replica counts as booted when it answers ping; the real product waits for the
-# guest's heartbeat the same way before it starts the next VM.
-BOOT_TIMEOUT = 10.0
-# Priority of the plan tables' filter chains: before the `netlab` tables' chains
-# (priority 0) on the same hook, so that the mark is set when those run.
-MARK_PRIORITY = -10
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-# ----- what a plan does to the network (pure: unit-tested without root) ---------------
-
-
-def plan_table(tenant: str) -> str:
-    # nft identifiers take no '-', tenant names may
-    return "netlab_plan_" + tenant.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One published service: public:public_port at sp/cgw -> core_port at the SP NEA -> VM."""
-
-    vm: str  # node name, e.g. acme/web
-    address: str  # the replica's address
-    port: int
-    public: str
-    public_port: int
-    protocol: str
-    tunnel: str  # key of the VM's network
-    core_port: int  # port on the SP NEA's core address
-
-
-def plan_tunnels(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> list[Tunnel]:
-    """The NEA pairs of the networks the plan's VMs are on, in plan order."""
-    keys = dict.fromkeys(
-        f"{tenant}/{lab_plan.topology.tenants[tenant].vms[s.vm].network}" for s in fp.steps)
-    return [lab_plan.tunnels[k] for k in keys]
-
-
-def endpoints(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> list[Endpoint]:
-    found: list[Endpoint] = []
-    used: set[tuple[str, int, str]] = set()
-    for index, e in enumerate(fp.publish):
-        vm = lab_plan.nodes[f"{tenant}/{e.vm}"]
-        tunnel = f"{tenant}/{vm.network}"
-        public_port = e.public_port or e.port
-        # The SP NEA sees only its own core address: two public addresses published on
-        # the same port need two ports there.
-        core_port = public_port
-        if (tunnel, core_port, e.protocol) in used:
-            core_port = 40000 + index
-        used.add((tunnel, core_port, e.protocol))
-        found.append(Endpoint(vm.name, vm.address or "", e.port, str(e.public), public_port,
-                              e.protocol, tunnel, core_port))
-    return found
-
-
-def snat_address(lab_plan: LabPlan, fp: FailoverPlan) -> str:
-    """The public address the site leaves with (default: the gateway's own)."""
-    return str(fp.snat_address or lab_plan.topology.provider.gateway)
-
-
-def public_addresses(lab_plan: LabPlan, fp: FailoverPlan) -> list[str]:
-    """Addresses the plan adds to sp/cgw's internet port (not its own, it has that one)."""
-    wanted = [snat_address(lab_plan, fp), *(str(e.public) for e in fp.publish)]
-    own = str(lab_plan.topology.provider.gateway)
-    return [a for a in dict.fromkeys(wanted) if a != own]
-
-
-def _core_address(lab_plan: LabPlan, tunnel: Tunnel) -> str:
-    return lab_plan.nodes[tunnel.sp_nea].ports[0].addresses[0].split("/")[0]
-
-
-def _table(name: str, *chains: list[str]) -> str:
-    body = [line for c in chains for line in c]
-    return "\n".join([f"table ip {name} {{", *body, "}"]) + "\n"
-
-
-def sp_nea_plan_ruleset(lab_plan: LabPlan, tenant: str, fp: FailoverPlan,
-                        tunnel: Tunnel) -> str:
-    """The SP NEA as the site's router: SNAT out to its core address, DNAT in to replicas."""
-    node = lab_plan.nodes[tunnel.sp_nea]
-    core_if, cloud = node.ports[0].name, tunnel.sp_cloud_port
-    core = _core_address(lab_plan, tunnel)
-    core_subnet = lab_plan.topology.provider.core_subnet
-    mark = f"meta mark set {PLAN_MARK:#x}"
-    dnat = [
-        f'    iifname "{core_if}" ip daddr {core} {e.protocol} dport {e.core_port} '
-        f'dnat ip to {e.address}:{e.port} comment "publish {e.vm}:{e.port}"'
-        for e in endpoints(lab_plan, tenant, fp) if e.tunnel == tunnel.key
-    ]
-    return _table(
-        plan_table(tenant),
-        chain("forward", "filter", "forward", MARK_PRIORITY, "accept", [
-            # the internet, never the SP core network (other tenants' NEAs live there)
-            f'    iifname "{cloud}" oifname "{core_if}" ip daddr != {core_subnet} {mark}',
-            f'    iifname "{core_if}" oifname "{cloud}" ct state established,related {mark}',
-            f'    iifname "{core_if}" oifname "{cloud}" ct status dnat {mark}',
-        ]),
-        chain("input", "filter", "input", MARK_PRIORITY, "accept", [
-            # the site's gateway address answers the replicas (ping, replies to our pings)
-            f'    iifname "{cloud}" ip daddr {tunnel.gateway_address} {mark}',
-        ]),
-        chain("prerouting", "nat", "prerouting", -100, "accept", dnat),
-        chain("postrouting", "nat", "postrouting", 100, "accept", [
-            f'    oifname "{core_if}" ip saddr {tunnel.subnet} snat ip to {core} '
-            f'comment "site {tunnel.key} to the internet"',
-        ]),
-    )
-
-
-def gateway_plan_ruleset(lab_plan: LabPlan, tenant: str, fp: FailoverPlan) -> str:
-    """sp/cgw: public endpoints DNATed to the SP NEAs, the site SNATed to the public address."""
-    gateway = lab_plan.nodes["sp/cgw"]
-    inet_if, core_if = gateway.ports[0].name, gateway.ports[1].name
-    mark = f"meta mark set {PLAN_MARK:#x}"
-    dnat, forward, snat = [], [], []
-    for e in endpoints(lab_plan, tenant, fp):
-        core = _core_address(lab_plan, lab_plan.tunnels[e.tunnel])
-        dnat.append(
-            f'    iifname "{inet_if}" ip daddr {e.public} {e.protocol} dport {e.public_port} '
-            f'dnat ip to {core}:{e.core_port} comment "publish {e.vm}:{e.port}"')
-        forward.append(
-            f'    iifname "{inet_if}" oifname "{core_if}" ip daddr {core} {e.protocol} dport '
-            f'{e.core_port} ct status dnat {mark}')
-    public = snat_address(lab_plan, fp)
-    for tunnel in plan_tunnels(lab_plan, tenant, fp):
-        core = _core_address(lab_plan, tunnel)
-        forward.append(f'    iifname "{core_if}" oifname "{inet_if}" ip saddr {core} {mark}')
-        snat.append(f'    oifname "{inet_if}" ip saddr {core} snat ip to {public} '
-                    f'comment "site {tunnel.key} to the internet"')
-    return _table(
-        plan_table(tenant),
-        chain("prerouting", "nat", "prerouting", -100, "accept", dnat),
-        chain("forward", "filter", "forward", MARK_PRIORITY, "accept", forward),
-        chain("postrouting", "nat", "postrouting", 100, "accept", snat),
-    )
 
 
 # ----- state and checks --------------------------------------------------------------
@@ -232,10 +111,6 @@ def _failover_plan(lab: Lab, tenant: str) -> FailoverPlan:
 
 def _record(state: dict[str, Any], tenant: str) -> dict[str, Any]:
     return state.get("plans", {}).get(tenant) or {}
-
-
-def _vm_names(tenant: str, fp: FailoverPlan) -> list[str]:
-    return [f"{tenant}/{s.vm}" for s in fp.steps]
 
 
 @contextlib.contextmanager
@@ -296,20 +171,6 @@ def _batches(fp: FailoverPlan, vms: list[str]) -> Iterator[tuple[list[str], floa
         if delay > 0 or len(group) == fp.max_parallel or i == len(vms) - 1:
             yield group, delay if i < len(vms) - 1 else 0.0
             group = []
-
-
-def _answers(netns: str, addresses: list[str], timeout: float = BOOT_TIMEOUT) -> set[str]:
-    """Which of `addresses` answer ping from `netns` within `timeout` (polled together)."""
-    deadline = time.monotonic() + timeout
-    waiting, answered = list(addresses), set()
-    while waiting and time.monotonic() < deadline:
-        for address in list(waiting):
-            done = run(["ping", "-c", "1", "-W", "1", address], netns=netns, check=False,
-                       timeout=5)
-            if done.returncode == 0:
-                answered.add(address)
-                waiting.remove(address)
-    return answered
 
 
 # ----- start / retry -----------------------------------------------------------------
@@ -419,7 +280,7 @@ def _start_replicas(lab: Lab, tenant: str, fp: FailoverPlan, vms: list[str],
         for network, names in by_network.items():
             sp_nea = lab_plan.nodes[lab_plan.tunnels[f"{tenant}/{network}"].sp_nea]
             addresses = {lab_plan.nodes[n].address or "": n for n in names}
-            answered = _answers(sp_nea.netns, list(addresses))
+            answered = answers(sp_nea.netns, list(addresses))
             for address, name in addresses.items():
                 result = started[name]
                 if address not in answered:
@@ -486,11 +347,10 @@ def _take_gateway_role(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> Non
     gateway = lab_plan.nodes["sp/cgw"]
     tunnels = plan_tunnels(lab_plan, tenant, fp)
     state = lab.dir.read()
-    for tunnel in tunnels:
-        if state.get("neas", {}).get(tunnel.key, {}).get("power") == "on":
-            # The tunnel went through the lost site's edge; its proxy for the gateway
-            # address and its policy rule into the tunnel would fight the new role.
-            nea.nea_down(lab, tunnel.key)
+    # The tunnels went through the lost site's edge; their proxies for the gateway
+    # address and policy rules into the tunnel would fight the new role.
+    nea.power_off(lab, [t.key for t in tunnels
+                        if state.get("neas", {}).get(t.key, {}).get("power") == "on"])
     with Netlink() as nl:
         for tunnel in tunnels:
             sp = lab_plan.nodes[tunnel.sp_nea]
@@ -616,6 +476,8 @@ def undo(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
             lab.dir.journal("plan-undo:batch", tenant=tenant, batch=number, vms=batch)
             say(f"batch {number}: {', '.join(batch)} back to Normal, deltas discarded")
         _drop_gateway_role(lab, tenant, fp)
+        # the SP NEA may proxy the gateway's address again (nea.gateway_at_sp)
+        _update_record(lab, tenant, gateway_taken=False)
         lab.dir.journal("plan-undo:gateway", tenant=tenant,
                         message="gateway role, NAT and public addresses removed")
         say("gateway role, NAT and public addresses removed")
@@ -633,118 +495,15 @@ def _restore_pairs(lab: Lab, tenant: str, fp: FailoverPlan, say: Say) -> None:
     """A replica outside the plan still in partial failover gets its NEA pair back."""
     lab_plan = lab.plan()
     state = lab.dir.read()
-    for tunnel in plan_tunnels(lab_plan, tenant, fp):
-        if nea.replicas_at_sp(lab_plan, state, tunnel):
-            nea.nea_up(lab, tunnel.key)
-            nea.sync_proxies(lab, tunnel.key)
-            say(f"NEA pair {tunnel.key} on again for the replicas still in partial failover")
+    back = [t.key for t in plan_tunnels(lab_plan, tenant, fp)
+            if nea.replicas_at_sp(lab_plan, state, t)]
+    nea.power_on(lab, back)  # all at once
+    for key in back:
+        nea.sync_proxies(lab, key)
+        say(f"NEA pair {key} on again for the replicas still in partial failover")
 
 
 # ----- test --------------------------------------------------------------------------
-
-
-class _Sandbox:
-    """An isolated copy of the plan's cloud networks: namespaces, overlays, processes.
-
-    Names: bridge ``<lab>-sp.<t>.<net>.test``, probe ``<lab>-sp.<t>.<net>.probe``
-    (at the SP NEA's cloud address), VM copies ``<lab>-<t>.<vm>@test``; interfaces
-    ``<lab>-k<n>`` (bridge), ``<lab>-t<n>`` (node end), ``<lab>-q<n>`` (bridge end).
-    Everything is under the lab's prefix and state directory, so `netlab cleanup`
-    finds it even after a crash.
-    """
-
-    def __init__(self, lab: Lab, tenant: str, fp: FailoverPlan) -> None:
-        self.lab, self.tenant, self.fp = lab, tenant, fp
-        self.lab_plan = lab.plan()
-        self.tunnels = plan_tunnels(self.lab_plan, tenant, fp)
-        self.root = lab.dir.root / "plan-test" / tenant
-        self.count = 0
-        self.nl = Netlink()
-        self.bridges: dict[str, tuple[str, int]] = {}  # network key -> (netns, index)
-
-    def bridge_ns(self, tunnel: Tunnel) -> str:
-        return f"{self.lab.name}-sp.{tunnel.tenant}.{tunnel.network}.test"
-
-    def probe_ns(self, tunnel: Tunnel) -> str:
-        return f"{self.lab.name}-sp.{tunnel.tenant}.{tunnel.network}.probe"
-
-    def vm_ns(self, name: str) -> str:
-        return f"{self.lab.name}-{name.replace('/', '.')}@test"
-
-    def namespaces(self) -> list[str]:
-        names = [n for t in self.tunnels for n in (self.probe_ns(t), self.bridge_ns(t))]
-        return [self.vm_ns(v) for v in _vm_names(self.tenant, self.fp)] + names
-
-    def _veth(self, netns: str, tunnel: Tunnel, cidr: str) -> str:
-        self.count += 1
-        node_if = f"{self.lab.name}-t{self.count}"
-        bridge_ns, index = self.bridges[tunnel.key]
-        sock = self.nl.create(netns, namespace_sysctls(None))
-        links.set_link_state(sock, "lo", True)
-        links.add_veth_to_bridge(sock, node_if, netns, self.nl[bridge_ns],
-                                 f"{self.lab.name}-q{self.count}", index)
-        links.add_address(sock, node_if, cidr)
-        return node_if
-
-    def create(self) -> None:
-        self.remove()  # leftovers of a test that crashed
-        for tunnel in self.tunnels:
-            self.count += 1
-            sock = self.nl.create(self.bridge_ns(tunnel), segment_sysctls())
-            index = links.add_bridge(sock, f"{self.lab.name}-k{self.count}")
-            self.bridges[tunnel.key] = (self.bridge_ns(tunnel), index)
-            prefix = IPv4Network(tunnel.subnet).prefixlen
-            # no route out: the probe has only its connected subnet
-            self._veth(self.probe_ns(tunnel), tunnel, f"{tunnel.sp_nea_address}/{prefix}")
-
-    def boot(self, name: str) -> dict[str, Any]:
-        """Boot a copy of `name`'s replica from its latest restore point; its result."""
-        vm = self.lab_plan.nodes[name]
-        tunnel = self.lab_plan.tunnels[f"{self.tenant}/{vm.network}"]
-        result: dict[str, Any] = {"status": SUCCESS, "reason": None}
-        try:
-            point = storage.get_restore_point(self.lab.replica_dir(name), "latest")
-        except NetlabError as exc:
-            return result | {"status": FAILED, "reason": str(exc)}
-        base = self.root / (vm.vm or "")
-        for sub in ("upper", "work", "mnt"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        # the restore point read-only under a throwaway delta, as a failover mounts it
-        storage._mount_overlay(point.path, base / "upper", base / "work", base / "mnt")
-        netns = self.vm_ns(name)
-        prefix = IPv4Network(tunnel.subnet).prefixlen
-        self._veth(netns, tunnel, f"{vm.address}/{prefix}")
-        links.add_route(self.nl[netns], "default", via=tunnel.gateway_address)
-        from netlab.workloads import start_http_server
-
-        rec = start_http_server(f"plan-test:httpd:{name}", netns, base / "mnt",
-                                self.lab.dir.sub("logs"))
-        # recorded while it runs, so that a crash leaves it findable by `netlab cleanup`
-        with self.lab.dir.update() as state:
-            state.setdefault("processes", {})[rec.name] = rec.to_dict() | {"supervised": False}
-        answered = _answers(self.probe_ns(tunnel), [vm.address or ""])
-        if not answered:
-            return result | {"status": FAILED, "reason": f"no ping reply within "
-                             f"{BOOT_TIMEOUT:.0f} s in the isolated network",
-                             "restore_point": point.id}
-        return result | {"restore_point": point.id}
-
-    def remove(self) -> None:
-        names = [f"plan-test:httpd:{v}" for v in _vm_names(self.tenant, self.fp)]
-        with self.lab.dir.update() as state:
-            records = [state.get("processes", {}).pop(n, None) for n in names]
-        for data in records:
-            if data:
-                stop_process(ProcessRecord.from_dict(data), timeout=1.0)
-        self.nl.close()  # a held socket keeps a deleted namespace alive
-        for netns in self.namespaces():
-            if namespace_exists(netns):
-                delete_namespace(netns)
-        if self.root.exists():
-            storage.cleanup_mounts_under(self.root)
-            shutil.rmtree(self.root, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.root.parent.rmdir()  # plan-test/, when no other tenant's test uses it
 
 
 def test(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
@@ -757,7 +516,7 @@ def test(lab: Lab, tenant: str, say: Say = _quiet) -> PlanReport:
                                      "a plan before you need it, not while it runs")
         vms = _vm_names(tenant, fp)
         lab.dir.journal("plan-test:start", tenant=tenant, vms=vms)
-        sandbox = _Sandbox(lab, tenant, fp)
+        sandbox = Sandbox(lab, tenant, fp)
         results: dict[str, dict] = {}
         try:
             sandbox.create()

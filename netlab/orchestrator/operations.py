@@ -19,12 +19,11 @@ from typing import Any
 from netlab import nea, storage
 from netlab.errors import PreconditionFailed, UnknownNode
 from netlab.lab import Lab
-from netlab.net import probes
 from netlab.orchestrator import power
+from netlab.orchestrator.proof import prove
 from netlab.orchestrator.states import RUNNING_AT_SP, ReplicaState, check_transition
 from netlab.plan import Node, NodeKind
 from netlab.processes import process_start_time
-from netlab.run import run
 
 Say = Callable[[str], None]
 
@@ -102,6 +101,13 @@ def _set_replica(lab: Lab, vm: str, **fields: Any) -> None:
         state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
 
 
+def _set_replicas(lab: Lab, changes: dict[str, dict[str, Any]]) -> None:
+    """_set_replica for several VMs in one state write."""
+    with lab.dir.update() as state:
+        for vm, fields in changes.items():
+            state.setdefault("replicas", {}).setdefault(vm, {}).update(fields)
+
+
 def _locks(lab: Lab, vms: list[str], command: str) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     try:
@@ -111,31 +117,6 @@ def _locks(lab: Lab, vms: list[str], command: str) -> contextlib.ExitStack:
         stack.close()
         raise
     return stack
-
-
-def _neighbour(lab: Lab, vm: Node, excluded: set[str]) -> Node | None:
-    """A powered-on production VM on the same network, to prove reachability from."""
-    state = lab.dir.read()
-    for other in lab.plan().vms():
-        if (other.tenant, other.network) != (vm.tenant, vm.network) or other.name in excluded:
-            continue
-        if other.address and state.get("nodes", {}).get(other.name, {}).get("power") == "on":
-            return other
-    return None
-
-
-def _first_reply(node: Node, address: str, timeout: float = 10.0) -> float | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = run(["ping", "-c", "1", "-W", "1", address], netns=node.netns, check=False)
-        if done.returncode == 0:
-            return time.monotonic()
-    return None
-
-
-def answering_macs(node: Node, address: str) -> set[str]:
-    """MACs that answer ARP for `address`, seen from `node` (two of them: an IP conflict)."""
-    return set(probes.answering_macs(node.netns, node.port.name, address))
 
 
 # ----- failover ----------------------------------------------------------------------
@@ -153,6 +134,7 @@ def failover(
         points = {}
         for vm in vms:
             points[vm.name] = _check_failover(lab, state, vm, restore_point)
+        nea.check_room_for(lab, [f"{v.tenant}/{v.network}" for v in vms])
         op = _Operation(lab, "failover", [v.name for v in vms], say)
         try:
             result = _run_failover(lab, op, vms, points, state, started, say)
@@ -183,11 +165,11 @@ def _run_failover(
         storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
     op.log(2, "roll-back", ", ".join(
         f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
+    # all replicas at once: one netlink pass, their servers started together, few writes
+    power.start_replicas(lab, [plan.nodes[f"{vm.name}@sp"] for vm in vms])
+    _set_replicas(lab, {vm.name: {"state": ReplicaState.FAILOVER.value,
+                                  "restore_point": points[vm.name]} for vm in vms})
     for vm in vms:
-        replica = plan.nodes[f"{vm.name}@sp"]
-        power.start_replica(lab, replica)
-        _set_replica(lab, vm.name, state=ReplicaState.FAILOVER.value,
-                     restore_point=points[vm.name])
         if state.get("nodes", {}).get(vm.name, {}).get("power") == "on":
             result.warnings.append(
                 f"the source VM {vm.name} is still powered on and may answer ARP for "
@@ -197,41 +179,32 @@ def _run_failover(
     op.log(3, "power-on", "replicas powered on, state Normal -> Failover; sources stay on",
            warnings=result.warnings)
     networks = list(dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms))
-    daemons_starting = []
-    for key in networks:
-        tunnel = plan.tunnels[key]
-        if state.get("neas", {}).get(key, {}).get("power") != "on":
-            nea.start_tunnel_side(lab, tunnel, "sp")
-            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "sp"))
-    op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up, proxy "
-           "ARP for the production addresses starting")
-    for vm in vms:
-        _set_replica(lab, vm.name, replication="on hold")
+    powering = [plan.tunnels[key] for key in networks
+                if state.get("neas", {}).get(key, {}).get("power") != "on"]
+    # the SP sides of every pair first, together; then the tenant sides (netlab.nea)
+    nea.start_sides(lab, powering, "sp")
+    op.log(4, "sp-nea", f"SP NEA on for {', '.join(networks)}: WireGuard server up")
+    _set_replicas(lab, {vm.name: {"replication": "on hold"} for vm in vms})
     op.log(5, "replication-hold", "replication of the source VMs on hold until Normal")
+    nea.start_sides(lab, powering, "tenant")
+    backend = nea.backend_for(lab).name
+    with lab.dir.update() as now:
+        for tunnel in powering:
+            now.setdefault("neas", {})[tunnel.key] = {"power": "on", "backend": backend}
+    # each SP side's set before its tenant side's: the subnet but the replicas at the SP
+    nea.attach_pairs(lab, powering)
     for key in networks:
-        tunnel = plan.tunnels[key]
-        if state.get("neas", {}).get(key, {}).get("power") != "on":
-            nea.start_tunnel_side(lab, tunnel, "tenant")
-            daemons_starting.append(nea.start_proxy_daemon(lab, tunnel, "tenant"))
-            for wait_ready in daemons_starting:
-                wait_ready()
-            daemons_starting.clear()
-            with lab.dir.update() as now:
-                now.setdefault("neas", {})[key] = {
-                    "power": "on", "backend": nea.backend_for(lab).name}
-        nea.sync_proxies(lab, key)
+        if plan.tunnels[key] not in powering:
+            nea.sync_proxies(lab, key)
     op.log(6, "tenant-nea", "tenant NEA on: WireGuard client through the gateway, proxy ARP "
            "and gratuitous ARP for " + ", ".join(v.address or "" for v in vms))
     op.log(7, "delta", "writes on the replicas go to the delta of their restore point")
-    for vm in vms:
-        prover = _neighbour(lab, vm, {v.name for v in vms}) or plan.nodes[f"{vm.tenant}/edge"]
-        replied = _first_reply(prover, vm.address or "")
-        if replied is None:
-            result.warnings.append(f"no reply from {vm.address} seen from {prover.name}")
+    for name, proof in prove(lab, vms, started).items():
+        if "warning" in proof:
+            result.warnings.append(proof["warning"])
             continue
-        result.recovery_seconds = max(result.recovery_seconds or 0.0, replied - started)
-        result.details[vm.name] = {"proved_from": prover.name,
-                                   "recovery_seconds": round(replied - started, 4)}
+        result.recovery_seconds = max(result.recovery_seconds or 0.0, proof["recovery_seconds"])
+        result.details[name] = proof
     op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
            f"recovery time {result.recovery_seconds or 0:.3f} s",
            recovery_seconds=result.recovery_seconds)
@@ -323,6 +296,7 @@ def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say, cut_short: bool = Fal
     """
     plan = lab.plan()
     state = lab.dir.read()
+    going = []
     for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
         tunnel = plan.tunnels.get(key)
         if tunnel is None:
@@ -332,21 +306,22 @@ def _after_leaving_sp(lab: Lab, vms: list[Node], say: Say, cut_short: bool = Fal
         if nea.replicas_at_sp(plan, state, tunnel):
             nea.sync_proxies(lab, key)
         else:
-            nea.nea_down(lab, key)
-            say(f"no replica of {key} runs at the SP any more: NEA pair powered off")
+            going.append(key)
+    nea.power_off(lab, going)  # the pairs of all these networks at once
+    for key in going:
+        say(f"no replica of {key} runs at the SP any more: NEA pair powered off")
 
 
 def undo(lab: Lab, vm_names: list[str], force: bool = False, say: Say = _quiet) -> OperationResult:
     with _lifecycle(lab, vm_names, "undo", say) as (vms, _, op):
         plan = lab.plan()
-        for vm in vms:
-            power.power_off(lab, plan.nodes[f"{vm.name}@sp"], force=force)
+        power.power_off_many(lab, [plan.nodes[f"{vm.name}@sp"] for vm in vms], force=force)
         op.log(1, "power-off", "replicas powered off")
         for vm in vms:
             storage.unmount_failover_view(lab.replica_dir(vm.name), discard_delta=True,
                                           force=force)
-            _set_replica(lab, vm.name, state=ReplicaState.NORMAL.value, restore_point=None,
-                         replication="active")
+        _set_replicas(lab, {vm.name: {"state": ReplicaState.NORMAL.value, "restore_point": None,
+                                      "replication": "active"} for vm in vms})
         op.log(2, "discard", "deltas discarded: everything written on the replicas is gone")
         _after_leaving_sp(lab, vms, say)
         op.log(3, "proxies", "proxy entries withdrawn")
@@ -449,15 +424,17 @@ def _back_to_replicas(lab: Lab, vms: list[Node], then: ReplicaState) -> None:
         if state.get("nodes", {}).get(replica.name, {}).get("power") != "on":
             power.start_replica(lab, replica)
         _set_replica(lab, vm.name, state=then.value)
-    for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms):
-        if plan.tunnels.get(key) is None:
-            continue
-        if lab.dir.read().get("neas", {}).get(key, {}).get("power") != "on":
-            # a switch cut short while powering the pair off may have left a daemon
-            # running without its record: settle the pair before starting it
-            nea.nea_down(lab, key)
-            nea.nea_up(lab, key)
-        nea.sync_proxies(lab, key)
+    keys = [key for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms)
+            if plan.tunnels.get(key) is not None]
+    neas = lab.dir.read().get("neas", {})
+    off = [key for key in keys if neas.get(key, {}).get("power") != "on"]
+    # a switch cut short while powering a pair off may have left a daemon running
+    # without its record: settle those pairs before starting them, all at once
+    nea.power_off(lab, off)
+    nea.power_on(lab, off)
+    for key in keys:
+        if key not in off:
+            nea.sync_proxies(lab, key)
 
 
 # ----- replication and VM power ------------------------------------------------------
@@ -595,11 +572,10 @@ def _roll_back_failover(lab: Lab, vm_names: list[str], say: Say) -> None:
     Also the end state of undo, so an interrupted undo is finished the same way.
     """
     plan = lab.plan()
+    power.power_off_many(lab, [plan.nodes[f"{name}@sp"] for name in vm_names
+                               if f"{name}@sp" in plan.nodes], force=True)
     for name in vm_names:
-        replica = plan.nodes.get(f"{name}@sp")
-        if replica is not None:
-            power.power_off(lab, replica, force=True)
         storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True, force=True)
-        _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
-                     replication="active")
+    _set_replicas(lab, {name: {"state": ReplicaState.NORMAL.value, "restore_point": None,
+                               "replication": "active"} for name in vm_names})
     _after_leaving_sp(lab, [plan.nodes[n] for n in vm_names], say, cut_short=True)

@@ -1,16 +1,27 @@
 """Client of the proxy-ARP daemon's control socket (no Scapy: the CLI imports this).
 
 Protocol: one JSON object per line each way, over a root-only Unix stream socket.
+Requests about one appliance name it with "appliance" (optional while only one is
+attached).
 
+    {"op": "attach", "appliance": A, "netns": NS, "iface": IF, "gratuitous_count": N}
+                                               -> {"ok": true, "mac": ...}
+    {"op": "detach", "appliance": A}           -> {"ok": true, "detached": bool}
+    {"op": "set", "appliance": A, "prefixes": [...], "addresses": [...], "except": [...]}
+                                               -> {"ok": true, "proxied": N, ...}
     {"op": "add", "addresses": ["192.0.2.7"]}  -> {"ok": true, "added": [...], "proxied": N}
     {"op": "remove", "addresses": [...]}       -> {"ok": true, "removed": [...], "proxied": N}
-    {"op": "list"}                             -> {"ok": true, "addresses": [...]}
+    {"op": "list"}                             -> {"ok": true, "prefixes": [...],
+                                                   "addresses": [...], "except": [...]}
     {"op": "stats"}                            -> {"ok": true, "stats": {...}}
-    {"op": "ping"}                             -> {"ok": true, "pong": true, "pid": .., "mac": ..}
+                                                  (no appliance: "appliances": {A: {...}})
+    {"op": "ping"}                             -> {"ok": true, "pong": true, "pid": ..,
+                                                   "appliances": [...]}
     anything wrong                             -> {"ok": false, "error": "..."}
 
-Each call opens its own connection: a client holds no state that a daemon restart
-could invalidate.
+A set is prefixes minus exceptions plus addresses (netlab.proxyarp.sets): never a
+list of every address of a subnet. Each call opens its own connection: a client holds
+no state that a daemon restart could invalidate.
 """
 
 from __future__ import annotations
@@ -50,9 +61,44 @@ class RequestRejected(ProxyArpError):
 class ProxyArpClient:
     """Talks to one daemon through its control socket at `socket_path`."""
 
-    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+    def __init__(self, socket_path: str, timeout: float = 5.0,
+                 appliance: str | None = None) -> None:
         self.socket_path = str(socket_path)
         self.timeout = timeout
+        self.appliance = appliance
+
+    def for_appliance(self, appliance: str) -> ProxyArpClient:
+        """A client of the same daemon whose requests are about `appliance`."""
+        return ProxyArpClient(self.socket_path, self.timeout, appliance)
+
+    def attach(self, netns: str | None, iface: str, gratuitous_count: int = 0) -> str:
+        """Serve `iface` in namespace `netns` as this client's appliance; returns its MAC.
+        Attaching again what is attached changes nothing (its set is kept)."""
+        request: dict[str, Any] = {"op": "attach", "netns": netns, "iface": iface,
+                                   "gratuitous_count": gratuitous_count}
+        return str(self._call(request)["mac"])
+
+    def detach(self) -> bool:
+        """Stop serving this client's appliance; False if it was not attached."""
+        return bool(self._call({"op": "detach"})["detached"])
+
+    def set(self, prefixes: Iterable[str] = (), addresses: Iterable[str] = (),
+            exceptions: Iterable[str] = ()) -> int:
+        """Replace the set with prefixes minus exceptions plus addresses; returns its size.
+        Explicit addresses that joined are announced by gratuitous ARP."""
+        request = {"op": "set", "prefixes": list(prefixes), "addresses": list(addresses),
+                   "except": list(exceptions)}
+        return int(self._call(request)["proxied"])
+
+    def describe(self) -> dict[str, Any]:
+        """The set: {"prefixes", "addresses", "except", "proxied" (its size)}."""
+        reply = self._call({"op": "list"})
+        return {key: reply[key] for key in ("prefixes", "addresses", "except", "proxied")}
+
+    def all_stats(self) -> dict[str, dict[str, Any]]:
+        """The counters of every attached appliance, by name."""
+        reply = self._call({"op": "stats", "all": True}, about_appliance=False)
+        return dict(reply.get("appliances", {}))
 
     def add(self, addresses: Iterable[str]) -> list[str]:
         """Proxy `addresses` from now on; returns those that were not proxied before.
@@ -73,7 +119,7 @@ class ProxyArpClient:
         return removed
 
     def list(self) -> list[str]:
-        """The proxied addresses, in numeric order."""
+        """The addresses proxied one by one (not those of prefixes), in numeric order."""
         return list(self._call({"op": "list"})["addresses"])
 
     def stats(self) -> dict[str, Any]:
@@ -130,8 +176,11 @@ class ProxyArpClient:
         for start in range(0, len(checked), ADDRESSES_PER_REQUEST):
             yield checked[start : start + ADDRESSES_PER_REQUEST]
 
-    def _call(self, request: dict, timeout: float | None = None) -> dict:
+    def _call(self, request: dict, timeout: float | None = None,
+              about_appliance: bool = True) -> dict:
         path = self.socket_path
+        if about_appliance and self.appliance is not None and request["op"] != "ping":
+            request = request | {"appliance": self.appliance}
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout if timeout is None else timeout)
         try:

@@ -1,44 +1,36 @@
-"""The proxy-ARP daemon: answers ARP on one interface for a run-time set of addresses.
+"""The proxy-ARP daemon: one process answers ARP for every appliance of a lab.
 
-    python -m netlab.proxyarp --iface IF --socket PATH [--address A ...]
-                              [--gratuitous-count N] [--gratuitous-interval S]
+    python -m netlab.proxyarp --socket PATH [--iface IF] [--gratuitous-count N]
+                              [--gratuitous-interval S]
 
-Runs inside the NEA's network namespace (started with `nsenter --net=...`). One
-thread, one `selectors` loop over three things:
+One thread, one `selectors` loop over:
 
-- one persistent AF_PACKET socket on IF (Scapy's L2Socket, kernel BPF filter
-  `arp`, not promiscuous), read with `recv_raw()`; frames are judged by
-  `frames.decide` with `struct` and replies go out as bytes on the same socket.
-  Dissecting with Scapy or calling `sendp()` per reply costs 1-12 ms (docs/architecture.md#facts);
-  this path costs tens of µs;
-- the control socket: Unix stream, mode 0600, newline-delimited JSON (see
-  `netlab.proxyarp.client` for the requests and replies);
-- a self-pipe for SIGTERM/SIGINT, so a signal ends the loop between frames and
-  the socket file is removed.
+- one AF_PACKET socket per appliance (Scapy's L2Socket, kernel BPF filter `arp`, not
+  promiscuous), each opened inside its appliance's network namespace (a socket keeps
+  its namespace), read with `recv_raw()`; frames are judged by `frames.decide` with
+  `struct` and replies go out as bytes on the same socket. Dissecting with Scapy or
+  calling `sendp()` per reply costs 1-12 ms; this path costs tens of µs;
+- the control socket (netlab.proxyarp.control; requests in netlab.proxyarp.client);
+- a self-pipe for SIGTERM/SIGINT/SIGHUP, so a signal ends the loop between frames
+  and the socket file is removed.
 
-Ready means: the control socket exists and answers `ping`. It is created only
-after the L2 socket is open and the MAC is known, so a client that gets a pong
-knows ARP is being answered.
+Appliances are attached and their sets changed only over the control socket: a set is
+prefixes with exceptions (netlab.proxyarp.sets), so a /8 costs what a /30 costs. With
+`--iface IF` an appliance named IF on this namespace's IF is attached at start (the
+single-appliance use: tests, benchmarks). Ready means the control socket answers
+`ping`; it is created only after the `--iface` appliance, if any, is open.
 
-Every address that enters the set (from --address at start or a later `add`) is
-announced with --gratuitous-count ARP announcements, the first at once, then one
-per --gratuitous-interval; a restarted daemon thus re-announces its set. `remove`
-sends nothing: whoever owns the address next (the source VM after undo) announces
-itself. Exit status: 0 after SIGTERM/SIGINT/SIGHUP, 1 when it cannot start or its
-interface was deleted (the socket can never see a frame again), 2 for bad arguments.
-
-Memory is bounded whatever arrives: no per-frame allocation survives the frame,
-the proxied set is capped at MAX_PROXIED, the control side at MAX_CLIENTS
-connections with one request line of at most MAX_LINE bytes each, and pending
-announcements are at most one entry per proxied address (plus stale entries,
-compacted).
+Every explicit address that joins a set is announced with the appliance's gratuitous
+count of ARP announcements, the first at once, then one per interval. Exit status: 0
+after a signal, 1 when it cannot start, 2 for bad arguments. An appliance whose
+interface is deleted is detached; the daemon serves the others on.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -46,117 +38,57 @@ import os
 import selectors
 import signal
 import socket
-import stat
-import struct
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from netlab.proxyarp import frames
+from netlab.proxyarp.appliance import Appliance, AttachError
+from netlab.proxyarp.control import MAX_LINE, ControlError, ControlServer
+from netlab.proxyarp.sets import MAX_ENTRIES, AddressSet
 
 log = logging.getLogger("netlab.proxyarp")
 
-MAX_PROXIED = 65536  # a /16: more than any emulated LAN segment
-MAX_CLIENTS = 8
-MAX_LINE = 256 * 1024  # ~14 000 addresses per request; the client sends 4096 at most
-CLIENT_IDLE_TIMEOUT = 30.0
+MAX_APPLIANCES = 1024  # two per NEA pair; a host runs out of other things first
 # RFC 5227 §1.1: ANNOUNCE_NUM 2, ANNOUNCE_INTERVAL 2 s. The first goes out at once,
 # which is what makes neighbours switch over; the second covers a lost frame.
 DEFAULT_GRATUITOUS_COUNT = 2
 DEFAULT_GRATUITOUS_INTERVAL = 2.0
-# Frames handled per wake-up before control requests and announcements get a turn,
-# so a flood cannot starve the control socket (and vice versa).
-FRAME_BUDGET = 256
-ANNOUNCE_BUDGET = 256
-# Ethernet + ARP is 42 bytes; a re-inserted VLAN tag adds 4. Longer frames are cut,
-# which is harmless: nothing after byte 42 is read.
-RECV_SIZE = 128
-# Room for a burst of a few thousand small frames; root may exceed rmem_max.
-RCVBUF_BYTES = 4 * 1024 * 1024
 
-CONTROL_OPS = ("add", "remove", "list", "stats", "ping")
-
-SO_RCVBUFFORCE = 33  # not exported by the socket module
-SOL_PACKET = 263
-PACKET_STATISTICS = 6
-ARPHRD_ETHER = 1
+CONTROL_OPS = ("attach", "detach", "set", "add", "remove", "list", "stats", "ping")
 
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
 
 
-@dataclass
-class Stats:
-    """Counters exposed by `stats`. Every frame read is exactly one of: replied,
-    send error, or ignored (for one reason), so
-    frames_seen == replies_sent + send_errors + ignored."""
-
-    started_at: float = field(default_factory=time.time)
-    frames_seen: int = 0
-    requests_seen: int = 0
-    replies_sent: int = 0
-    send_errors: int = 0
-    ignored_by_reason: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(frames.IGNORED_REASONS, 0)
-    )
-    gratuitous_sent: int = 0
-    gratuitous_errors: int = 0
-    control_requests: int = 0
-    control_errors: int = 0
-    kernel_drops: int = 0
-
-
-@dataclass
-class _Client:
-    sock: socket.socket
-    inbuf: bytearray = field(default_factory=bytearray)
-    outbuf: bytearray = field(default_factory=bytearray)
-    last_active: float = field(default_factory=time.monotonic)
-    eof: bool = False
-    closing: bool = False  # close once outbuf is flushed
-    closed: bool = False
-
-
 class ProxyArpDaemon:
-    """One interface, one proxied set, one control socket. `run()` until a signal."""
+    """Appliances, their sets, one control socket. `run()` until a signal."""
 
-    def __init__(
-        self,
-        iface: str,
-        socket_path: str,
-        addresses: list[ipaddress.IPv4Address] | None = None,
-        gratuitous_count: int = DEFAULT_GRATUITOUS_COUNT,
-        gratuitous_interval: float = DEFAULT_GRATUITOUS_INTERVAL,
-    ) -> None:
-        self.iface = iface
+    def __init__(self, socket_path: str, gratuitous_count: int = DEFAULT_GRATUITOUS_COUNT,
+                 gratuitous_interval: float = DEFAULT_GRATUITOUS_INTERVAL) -> None:
         self.socket_path = socket_path
         self.gratuitous_count = gratuitous_count
         self.gratuitous_interval = gratuitous_interval
-        self.proxied: set[bytes] = set()
-        self.stats = Stats()
-        self.mac = b""
-        self._initial = list(addresses or [])
-        self._l2 = None  # scapy L2Socket
-        self._ifindex = 0
-        self._server: socket.socket | None = None
-        self._server_id: tuple[int, int] | None = None
-        self._clients: dict[int, _Client] = {}
+        self.appliances: dict[str, Appliance] = {}
+        # appliances with announcements queued: the loop looks at these only, so serving
+        # a hundred appliances costs no more per frame than serving one
+        self._announcing: set[Appliance] = set()
+        self.started_at = time.time()
+        self.control_requests = 0
+        self.control_errors = 0
         self._sel = selectors.DefaultSelector()
+        self._closer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="close")
+        self._control = ControlServer(self._sel, socket_path, self._handle_line, self._too_long)
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
-        # Announcements still to send: a FIFO of (due, address, generation). The
-        # interval is constant, so appending keeps it sorted by due time.
-        self._announce_queue: collections.deque[tuple[float, bytes, int]] = collections.deque()
-        self._announce_left: dict[bytes, tuple[int, int]] = {}  # address -> (generation, left)
-        self._generation = 0
-        self._send_error_logged = 0.0
         self.exit_status = 0
 
     # ---- start and stop -------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open the L2 socket, then the control socket (that order is the ready signal)."""
+    def open(self, iface: str | None = None) -> None:
+        """Attach the `iface` appliance if given, then open the control socket (ready)."""
         # Handlers first: a SIGTERM during start-up then ends run() at once and close()
         # still removes the socket file, instead of killing us with the file left behind.
         self._wake_r.setblocking(False)
@@ -165,405 +97,123 @@ class ProxyArpDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._open_l2()
-        if self._initial:
-            self._add([frames.proxiable_address(str(a)).packed for a in self._initial])
-        self._open_control()
-        log.info(
-            "ready on %s (%s), %d proxied, control %s",
-            self.iface,
-            frames.mac_to_text(self.mac),
-            len(self.proxied),
-            self.socket_path,
-        )
-
-    def _open_l2(self) -> None:
+        if iface:
+            try:
+                self.attach(iface, None, iface, self.gratuitous_count)
+            except AttachError as exc:
+                raise StartupError(
+                    f"{exc} (start the daemon inside the NEA namespace: "
+                    "nsenter --net=/run/netns/NAME)") from None
         try:
-            self._ifindex = socket.if_nametoindex(self.iface)
-        except OSError:
-            raise StartupError(
-                f"no interface {self.iface!r} in this network namespace "
-                "(start the daemon inside the NEA namespace: nsenter --net=/run/netns/NAME)"
-            ) from None
-        # Scapy is imported here, not at module level: only the daemon process pays
-        # for it (~0.25 s), never the CLI or the client. scapy.all is not needed.
-        import scapy.config  # noqa: F401
-        from scapy.arch.linux import L2Socket
-
-        # Without scapy.layers.l2 loaded, L2Socket warns that it cannot guess the link
-        # type; the daemon never dissects, so the warning is noise and the import
-        # would cost ~25 ms more.
-        scapy_log = logging.getLogger("scapy.runtime")
-        level = scapy_log.level
-        scapy_log.setLevel(logging.ERROR)
-        try:
-            self._l2 = L2Socket(iface=self.iface, filter="arp", promisc=False)
-        except OSError as exc:
-            raise StartupError(f"cannot open a packet socket on {self.iface}: {exc}") from exc
-        finally:
-            scapy_log.setLevel(level)
-        # The MAC comes from the bound socket itself, in this namespace. /sys/class/net
-        # would show the namespace of whoever mounted /sys, which under nsenter --net
-        # is the root namespace: the wrong interface, or none.
-        _name, _proto, _pkttype, hatype, addr = self._l2.ins.getsockname()
-        if hatype != ARPHRD_ETHER or len(addr) != 6:
-            raise StartupError(f"{self.iface} is not an Ethernet interface; ARP needs one")
-        self.mac = bytes(addr)
-        ins = self._l2.ins
-        with contextlib.suppress(OSError):
-            ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
-        ins.setblocking(False)
-        self._read_kernel_drops()  # starts the kernel's counters from zero
-        self._sel.register(ins, selectors.EVENT_READ, "l2")
-
-    def _open_control(self) -> None:
-        path = self.socket_path
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-        self._remove_stale_socket(path)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The umask makes bind() create the file 0600 in the first place: a chmod
-        # afterwards would leave a window in which anyone could connect.
-        old = os.umask(0o177)
-        try:
-            server.bind(path)
-        except OSError as exc:
-            server.close()
-            raise StartupError(f"cannot create control socket {path}: {exc}") from exc
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        info = os.stat(path)
-        self._server_id = (info.st_dev, info.st_ino)
-        server.listen(MAX_CLIENTS)
-        server.setblocking(False)
-        self._server = server
-        self._sel.register(server, selectors.EVENT_READ, "accept")
-
-    @staticmethod
-    def _remove_stale_socket(path: str) -> None:
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(info.st_mode):
-            raise StartupError(f"{path} exists and is not a socket; remove it or pick another")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            # Left by a daemon that died without cleaning up: safe to replace.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return
-        except OSError as exc:
-            raise StartupError(f"cannot check existing socket {path}: {exc}") from exc
-        finally:
-            probe.close()
-        raise StartupError(f"another daemon is already listening on {path}")
+            self._control.open()
+        except ControlError as exc:
+            raise StartupError(str(exc)) from None
+        log.info("ready, %d appliances, control %s", len(self.appliances), self.socket_path)
+        gc.collect()
+        gc.freeze()
 
     def close(self) -> None:
         """Close every socket and remove the control socket file if it is still ours."""
-        for client in list(self._clients.values()):
-            self._drop(client)
-        if self._server is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(self._server)
-            self._server.close()
-            self._server = None
-            self._unlink_own_socket()
-        if self._l2 is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(self._l2.ins)
-            self._l2.close()
-            self._l2 = None
+        self._control.close()
+        for name in list(self.appliances):
+            self.detach(name)
+        self._closer.shutdown(wait=True)
         signal.set_wakeup_fd(-1)
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
 
-    def _unlink_own_socket(self) -> None:
-        # A restarted daemon may already own a new file at this path: remove only ours.
-        try:
-            info = os.lstat(self.socket_path)
-        except FileNotFoundError:
-            return
-        if (info.st_dev, info.st_ino) == self._server_id:
-            os.unlink(self.socket_path)
-
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop = True
+
+    # ---- appliances -------------------------------------------------------------------
+
+    def attach(self, name: str, netns: str | None, iface: str, gratuitous_count: int,
+               gratuitous_interval: float | None = None) -> Appliance:
+        """Serve `iface` in `netns` as appliance `name` (again: reopened, set kept)."""
+        old = self.appliances.get(name)
+        if old is not None and old.dead is None and (old.netns, old.iface) == (netns or None,
+                                                                              iface):
+            old.gratuitous_count = gratuitous_count
+            return old
+        if old is None and len(self.appliances) >= MAX_APPLIANCES:
+            raise ValueError(f"at most {MAX_APPLIANCES} appliances per daemon")
+        interval = self.gratuitous_interval if gratuitous_interval is None else gratuitous_interval
+        appliance = Appliance(name, netns, iface, gratuitous_count, interval)
+        appliance.open()
+        if old is not None:
+            appliance.replace(old.proxied)
+            self.detach(name)
+        self._note_announcements(appliance)
+        self.appliances[name] = appliance
+        self._sel.register(appliance.fileno(), selectors.EVENT_READ, appliance)
+        log.info("attached %s: %s in %s (%s)", name, iface, netns or "this namespace",
+                 frames.mac_to_text(appliance.mac))
+        # What exists now (Scapy's modules, the appliances) is moved out of the cyclic
+        # collector's reach: a full collection walks every object, and with Scapy
+        # loaded that is a pause of milliseconds in the middle of answering ARP. What
+        # the hot path allocates dies young and is still collected.
+        gc.freeze()
+        return appliance
+
+    def _note_announcements(self, appliance: Appliance) -> None:
+        if appliance.announce_queue:
+            self._announcing.add(appliance)
+
+    def detach(self, name: str) -> bool:
+        appliance = self.appliances.pop(name, None)
+        if appliance is None:
+            return False
+        self._announcing.discard(appliance)
+        if appliance.l2 is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(appliance.fileno())
+        log.info("detached %s", appliance.stats_line())
+        # Closing a packet socket waits for an RCU grace period (~10 ms): done aside, so
+        # powering a hundred pairs off does not stall the replies of the others.
+        self._closer.submit(appliance.close)
+        return True
 
     # ---- the loop ---------------------------------------------------------------------
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT/SIGHUP."""
         while not self._stop:
-            timeout = self._next_timeout()
-            for key, events in self._sel.select(timeout):
+            for key, events in self._sel.select(self._next_timeout()):
                 what = key.data
-                if what == "l2":
-                    self._on_l2_readable()
-                elif what == "accept":
-                    self._accept()
+                if isinstance(what, Appliance):
+                    what.on_readable()
+                    if what.dead is not None:
+                        self.detach(what.name)
                 elif what == "wake":
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(64)
-                elif isinstance(what, _Client) and not what.closed:
-                    self._on_client(what, events)
+                else:
+                    self._control.on_event(what, events)
                 if self._stop:
                     break
-            self._send_due_announcements()
-            self._expire_idle_clients()
-        log.info("stopping: %s", self._stats_line())
+            if self._announcing:
+                now = time.monotonic()
+                for appliance in list(self._announcing):
+                    appliance.send_due_announcements(now)
+                    if not appliance.announce_queue:
+                        self._announcing.discard(appliance)
+            self._control.expire_idle_clients()
+        log.info("stopping")
 
     def _next_timeout(self) -> float | None:
-        now = time.monotonic()
-        deadline = None
-        if self._announce_queue:
-            deadline = self._announce_queue[0][0]
-        if self._clients:
-            idle = min(c.last_active for c in self._clients.values()) + CLIENT_IDLE_TIMEOUT
-            deadline = idle if deadline is None else min(deadline, idle)
-        if deadline is None:
+        deadlines = [a.announce_queue[0][0] for a in self._announcing if a.announce_queue]
+        idle = self._control.next_deadline()
+        if idle is not None:
+            deadlines.append(idle)
+        if not deadlines:
             return None
-        return max(0.0, deadline - now)
+        return max(0.0, min(deadlines) - time.monotonic())
 
-    def _on_l2_readable(self) -> None:
-        recv_raw = self._l2.recv_raw
-        send = self._l2.outs.send
-        decide = frames.decide
-        mac = self.mac
-        proxied = self.proxied
-        stats = self.stats
-        ignored = stats.ignored_by_reason
-        for _ in range(FRAME_BUDGET):
-            try:
-                _cls, frame, _ts = recv_raw(RECV_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._on_l2_error(exc)
-                return
-            stats.frames_seen += 1
-            if frame is None:
-                # Scapy reports frames leaving this namespace (PACKET_OUTGOING) as None:
-                # our own kernel's requests, which the NEA must never answer.
-                ignored["outgoing"] += 1
-                continue
-            verdict, reply = decide(frame, mac, proxied)
-            if verdict.is_request:
-                stats.requests_seen += 1
-            if reply is None:
-                ignored[verdict.value] += 1
-                continue
-            try:
-                send(reply)
-            except OSError as exc:
-                stats.send_errors += 1
-                self._log_send_error(exc)
-            else:
-                stats.replies_sent += 1
-
-    def _on_l2_error(self, exc: OSError) -> None:
-        try:
-            index = socket.if_nametoindex(self.iface)
-        except OSError:
-            index = 0
-        if index != self._ifindex:
-            # The socket was bound to an interface that no longer exists; it will
-            # never see a frame again. Exit so the supervisor restarts us on the new one.
-            log.error("interface %s disappeared (%s); exiting", self.iface, exc)
-            self._stop = True
-            self.exit_status = 1
-            return
-        # ENETDOWN when the link goes down: the socket resumes when it comes back up.
-        log.warning("packet socket on %s: %s", self.iface, exc)
-
-    def _log_send_error(self, exc: OSError) -> None:
-        now = time.monotonic()
-        if now - self._send_error_logged >= 5.0:
-            self._send_error_logged = now
-            errors = self.stats.send_errors + self.stats.gratuitous_errors
-            log.warning("cannot send on %s: %s (%d so far)", self.iface, exc, errors)
-
-    # ---- announcements ----------------------------------------------------------------
-
-    def _schedule_announcements(self, address: bytes) -> None:
-        if self.gratuitous_count <= 0:
-            return
-        self._generation += 1
-        self._announce_left[address] = (self._generation, self.gratuitous_count)
-        self._announce_queue.append((time.monotonic(), address, self._generation))
-        self._compact_announcements()
-
-    def _cancel_announcements(self, address: bytes) -> None:
-        self._announce_left.pop(address, None)
-        self._compact_announcements()
-
-    def _compact_announcements(self) -> None:
-        # Each add/remove cycle can leave one stale queue entry; rebuild before they
-        # outnumber the live ones so the queue stays O(proxied set).
-        if len(self._announce_queue) > 2 * len(self._announce_left) + 64:
-            left = self._announce_left
-            self._announce_queue = collections.deque(
-                item for item in self._announce_queue if left.get(item[1], (None,))[0] == item[2]
-            )
-
-    def _send_due_announcements(self) -> None:
-        queue = self._announce_queue
-        now = time.monotonic()
-        sent = 0
-        while queue and queue[0][0] <= now and sent < ANNOUNCE_BUDGET:
-            _due, address, generation = queue.popleft()
-            entry = self._announce_left.get(address)
-            if entry is None or entry[0] != generation:
-                continue  # removed or re-added since
-            sent += 1
-            try:
-                self._l2.outs.send(frames.build_gratuitous(self.mac, address))
-            except OSError as exc:
-                self.stats.gratuitous_errors += 1
-                self._log_send_error(exc)
-            else:
-                self.stats.gratuitous_sent += 1
-            left = entry[1] - 1
-            if left > 0:
-                self._announce_left[address] = (generation, left)
-                queue.append((now + self.gratuitous_interval, address, generation))
-            else:
-                del self._announce_left[address]
-
-    # ---- the proxied set --------------------------------------------------------------
-
-    def _add(self, packed: list[bytes]) -> list[bytes]:
-        new = [a for a in dict.fromkeys(packed) if a not in self.proxied]
-        if len(self.proxied) + len(new) > MAX_PROXIED:
-            raise ValueError(
-                f"would proxy {len(self.proxied) + len(new)} addresses; the limit is {MAX_PROXIED}"
-            )
-        for address in new:
-            self.proxied.add(address)
-            self._schedule_announcements(address)
-        return new
-
-    def _remove(self, packed: list[bytes]) -> list[bytes]:
-        gone = [a for a in dict.fromkeys(packed) if a in self.proxied]
-        for address in gone:
-            self.proxied.discard(address)
-            self._cancel_announcements(address)
-        return gone
-
-    # ---- control socket ---------------------------------------------------------------
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._server.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("control accept: %s", exc)
-                return
-            sock.setblocking(False)
-            if len(self._clients) >= MAX_CLIENTS:
-                with contextlib.suppress(OSError):
-                    sock.send(_encode({"ok": False, "error": "too many control connections"}))
-                sock.close()
-                continue
-            client = _Client(sock)
-            self._clients[sock.fileno()] = client
-            self._sel.register(sock, selectors.EVENT_READ, client)
-
-    def _on_client(self, client: _Client, events: int) -> None:
-        client.last_active = time.monotonic()
-        if events & selectors.EVENT_READ and not client.outbuf and not client.eof:
-            try:
-                data = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                self._drop(client)
-                return
-            if data == b"":
-                client.eof = True
-            elif data:
-                client.inbuf += data
-        if events & selectors.EVENT_WRITE and not self._flush(client):
-            return
-        self._serve(client)
-
-    def _serve(self, client: _Client) -> None:
-        """Answer complete request lines, one at a time, while replies go out at once."""
-        while not client.outbuf and not client.closing and not client.closed:
-            end = client.inbuf.find(b"\n")
-            if end < 0:
-                if len(client.inbuf) > MAX_LINE:
-                    self._reply(client, self._too_long())
-                    client.closing = True
-                elif client.eof and client.inbuf.strip():
-                    # A last request without a newline, e.g. from `nc -N`: still answer it.
-                    line = bytes(client.inbuf)
-                    client.inbuf.clear()
-                    self._reply(client, self._handle_line(line))
-                    continue
-                break
-            line = bytes(client.inbuf[:end])
-            del client.inbuf[: end + 1]
-            if len(line) > MAX_LINE:
-                self._reply(client, self._too_long())
-                client.closing = True
-                break
-            if line.strip():
-                self._reply(client, self._handle_line(line))
-        if client.closed:
-            return
-        if client.outbuf:
-            self._sel.modify(client.sock, selectors.EVENT_WRITE, client)
-        elif client.closing or client.eof:
-            self._drop(client)
-        else:
-            self._sel.modify(client.sock, selectors.EVENT_READ, client)
-
-    def _reply(self, client: _Client, reply: dict) -> None:
-        client.outbuf += _encode(reply)
-        self._flush(client)
-
-    def _flush(self, client: _Client) -> bool:
-        """Send what the socket takes now; False if the client is gone."""
-        while client.outbuf:
-            try:
-                sent = client.sock.send(client.outbuf)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                self._drop(client)
-                return False
-            del client.outbuf[:sent]
-        return True
-
-    def _drop(self, client: _Client) -> None:
-        if client.closed:
-            return
-        client.closed = True
-        self._clients.pop(client.sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(client.sock)
-        client.sock.close()
-        client.inbuf.clear()
-        client.outbuf.clear()
-
-    def _expire_idle_clients(self) -> None:
-        if not self._clients:
-            return
-        limit = time.monotonic() - CLIENT_IDLE_TIMEOUT
-        for client in list(self._clients.values()):
-            if client.last_active < limit:
-                self._drop(client)
+    # ---- control requests ---------------------------------------------------------------
 
     def _handle_line(self, line: bytes) -> dict:
-        self.stats.control_requests += 1
+        self.control_requests += 1
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -575,140 +225,137 @@ class ProxyArpDaemon:
             return self._failed(f"unknown op {op!r}; expected one of {', '.join(CONTROL_OPS)}")
         try:
             return getattr(self, f"_op_{op}")(request)
-        except ValueError as exc:
+        except (ValueError, AttachError) as exc:
             return self._failed(str(exc))
 
     def _too_long(self) -> dict:
-        self.stats.control_requests += 1
+        self.control_requests += 1
         return self._failed(f"request longer than {MAX_LINE} bytes")
 
     def _failed(self, message: str) -> dict:
-        self.stats.control_errors += 1
-        return _error(message)
+        self.control_errors += 1
+        return {"ok": False, "error": message}
 
-    def _addresses_of(self, request: dict) -> list[bytes]:
-        addresses = request.get("addresses")
+    def _appliance(self, request: dict) -> Appliance:
+        name = request.get("appliance")
+        if name is None and len(self.appliances) == 1:
+            return next(iter(self.appliances.values()))  # the single-appliance use
+        if not isinstance(name, str):
+            raise ValueError("'appliance' must name an attached appliance")
+        appliance = self.appliances.get(name)
+        if appliance is None:
+            raise ValueError(f"no appliance {name!r} is attached")
+        return appliance
+
+    @staticmethod
+    def _addresses_of(request: dict, key: str = "addresses") -> list[int]:
+        addresses = request.get(key)
         if not isinstance(addresses, list):
-            raise ValueError("'addresses' must be a list of IPv4 addresses")
-        if len(addresses) > MAX_PROXIED:
-            raise ValueError(f"at most {MAX_PROXIED} addresses per request")
+            raise ValueError(f"'{key}' must be a list of IPv4 addresses")
+        if len(addresses) > MAX_ENTRIES:
+            raise ValueError(f"at most {MAX_ENTRIES} addresses per request")
         # All or nothing: one bad address rejects the request before anything changes.
-        return [frames.proxiable_address(a).packed for a in addresses]
+        return [int(frames.proxiable_address(a)) for a in addresses]
+
+    def _op_attach(self, request: dict) -> dict:
+        name, iface, netns = request.get("appliance"), request.get("iface"), request.get("netns")
+        if not isinstance(name, str) or not name or not isinstance(iface, str) or not iface:
+            raise ValueError("attach needs 'appliance' and 'iface' (and 'netns')")
+        if netns is not None and (not isinstance(netns, str) or "/" in netns):
+            raise ValueError("'netns' must be the name of a namespace in /run/netns")
+        count = request.get("gratuitous_count", self.gratuitous_count)
+        if not isinstance(count, int) or not 0 <= count <= 100:
+            raise ValueError("'gratuitous_count' must be between 0 and 100")
+        appliance = self.attach(name, netns, iface, count)
+        return {"ok": True, "appliance": name, "mac": frames.mac_to_text(appliance.mac)}
+
+    def _op_detach(self, request: dict) -> dict:
+        name = request.get("appliance")
+        if not isinstance(name, str):
+            raise ValueError("detach needs 'appliance'")
+        return {"ok": True, "detached": self.detach(name)}
+
+    def _op_set(self, request: dict) -> dict:
+        appliance = self._appliance(request)
+        for key in ("prefixes", "addresses", "except"):
+            if not isinstance(request.get(key, []), list):
+                raise ValueError(f"'{key}' must be a list")
+        new = AddressSet.from_spec(request.get("prefixes", []), request.get("addresses", []),
+                                   request.get("except", []))
+        joined, left = appliance.replace(new)
+        self._note_announcements(appliance)
+        if joined or left:
+            log.info("%s: set %s (+%d, -%d explicit)", appliance.name, new.spec().to_dict(),
+                     joined, left)
+        return {"ok": True, "proxied": new.size(), "joined": joined, "left": left}
 
     def _op_add(self, request: dict) -> dict:
-        added = self._add(self._addresses_of(request))
+        appliance = self._appliance(request)
+        added = appliance.add(self._addresses_of(request))
+        self._note_announcements(appliance)
         if added:
-            log.info("add %s (%d proxied)", _summary(added), len(self.proxied))
-        return {"ok": True, "added": [_ip(a) for a in added], "proxied": len(self.proxied)}
+            log.info("%s: add %s", appliance.name, _summary(added))
+        return {"ok": True, "added": [_ip(a) for a in added],
+                "proxied": appliance.proxied.size()}
 
     def _op_remove(self, request: dict) -> dict:
-        removed = self._remove(self._addresses_of(request))
+        appliance = self._appliance(request)
+        removed = appliance.remove(self._addresses_of(request))
         if removed:
-            log.info("remove %s (%d proxied)", _summary(removed), len(self.proxied))
-        return {"ok": True, "removed": [_ip(a) for a in removed], "proxied": len(self.proxied)}
+            log.info("%s: remove %s", appliance.name, _summary(removed))
+        return {"ok": True, "removed": [_ip(a) for a in removed],
+                "proxied": appliance.proxied.size()}
 
-    def _op_list(self, _request: dict) -> dict:
-        # Sorting the packed form is numeric order for IPv4.
-        return {"ok": True, "addresses": [_ip(a) for a in sorted(self.proxied)]}
+    def _op_list(self, request: dict) -> dict:
+        appliance = self._appliance(request)
+        spec = appliance.proxied.spec()
+        return {"ok": True, **spec.to_dict(), "proxied": appliance.proxied.size()}
 
-    def _op_stats(self, _request: dict) -> dict:
-        return {"ok": True, "stats": self.stats_dict()}
+    def _op_stats(self, request: dict) -> dict:
+        single = len(self.appliances) == 1 and not request.get("all")
+        if request.get("appliance") is not None or single:
+            return {"ok": True, "stats": self._appliance(request).stats_dict()
+                    | self._daemon_stats()}
+        return {"ok": True, "stats": self._daemon_stats(),
+                "appliances": {n: a.stats_dict() for n, a in self.appliances.items()}}
+
+    def _daemon_stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "appliances": len(self.appliances),
+                "control_requests": self.control_requests,
+                "control_errors": self.control_errors,
+                "daemon_started_at": self.started_at}
 
     def _op_ping(self, _request: dict) -> dict:
-        return {
-            "ok": True,
-            "pong": True,
-            "pid": os.getpid(),
-            "iface": self.iface,
-            "mac": frames.mac_to_text(self.mac),
-        }
-
-    def stats_dict(self) -> dict:
-        """The counters as plain JSON-able values."""
-        s = self.stats
-        self._read_kernel_drops()
-        return {
-            "iface": self.iface,
-            "mac": frames.mac_to_text(self.mac),
-            "pid": os.getpid(),
-            "started_at": s.started_at,
-            "uptime": round(time.time() - s.started_at, 3),
-            "proxied": len(self.proxied),
-            "frames_seen": s.frames_seen,
-            "requests_seen": s.requests_seen,
-            "replies_sent": s.replies_sent,
-            "send_errors": s.send_errors,
-            "ignored": sum(s.ignored_by_reason.values()),
-            "ignored_by_reason": dict(s.ignored_by_reason),
-            "gratuitous_sent": s.gratuitous_sent,
-            "gratuitous_errors": s.gratuitous_errors,
-            "gratuitous_pending": len(self._announce_left),
-            "control_requests": s.control_requests,
-            "control_errors": s.control_errors,
-            "kernel_drops": s.kernel_drops,
-        }
-
-    def _read_kernel_drops(self) -> None:
-        # Frames the kernel dropped because our receive buffer was full: the one loss
-        # the counters above cannot see. Reading the statistics resets them.
-        if self._l2 is None:
-            return
-        with contextlib.suppress(OSError):
-            raw = self._l2.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
-            _packets, drops = struct.unpack("II", raw)
-            self.stats.kernel_drops += drops
-
-    def _stats_line(self) -> str:
-        s = self.stats
-        return (
-            f"frames {s.frames_seen}, requests {s.requests_seen}, replies {s.replies_sent}, "
-            f"ignored {sum(s.ignored_by_reason.values())}, gratuitous {s.gratuitous_sent}"
-        )
+        reply: dict[str, Any] = {"ok": True, "pong": True, "pid": os.getpid(),
+                                 "appliances": sorted(self.appliances)}
+        if len(self.appliances) == 1:
+            only = next(iter(self.appliances.values()))
+            reply |= {"iface": only.iface, "mac": frames.mac_to_text(only.mac)}
+        return reply
 
 
-def _encode(reply: dict) -> bytes:
-    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+def _ip(ip: int) -> str:
+    return str(ipaddress.IPv4Address(ip))
 
 
-def _error(message: str) -> dict:
-    return {"ok": False, "error": message}
-
-
-def _ip(packed: bytes) -> str:
-    return str(ipaddress.IPv4Address(packed))
-
-
-def _summary(packed: list[bytes]) -> str:
-    shown = ", ".join(_ip(a) for a in packed[:4])
-    return shown if len(packed) <= 4 else f"{shown} and {len(packed) - 4} more"
+def _summary(ips: list[int]) -> str:
+    shown = ", ".join(_ip(a) for a in ips[:4])
+    return shown if len(ips) <= 4 else f"{shown} and {len(ips) - 4} more"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m netlab.proxyarp",
-        description="Answer ARP on IFACE for a run-time set of IPv4 addresses (proxy ARP).",
+        description="Answer ARP for appliances attached over the control socket (proxy ARP).",
     )
-    parser.add_argument("--iface", required=True, help="interface to answer on (in this netns)")
     parser.add_argument("--socket", required=True, help="path of the root-only control socket")
+    parser.add_argument("--iface", help="attach this interface of this namespace at start")
     parser.add_argument(
-        "--address",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="A",
-        help="address to proxy from the start (repeatable)",
+        "--gratuitous-count", type=int, default=DEFAULT_GRATUITOUS_COUNT, metavar="N",
+        help=f"default gratuitous ARPs per added address (default {DEFAULT_GRATUITOUS_COUNT})",
     )
     parser.add_argument(
-        "--gratuitous-count",
-        type=int,
-        default=DEFAULT_GRATUITOUS_COUNT,
-        metavar="N",
-        help=f"gratuitous ARPs per added address (default {DEFAULT_GRATUITOUS_COUNT}; 0: none)",
-    )
-    parser.add_argument(
-        "--gratuitous-interval",
-        type=float,
-        default=DEFAULT_GRATUITOUS_INTERVAL,
+        "--gratuitous-interval", type=float, default=DEFAULT_GRATUITOUS_INTERVAL,
         metavar="SECONDS",
         help=f"time between them (default {DEFAULT_GRATUITOUS_INTERVAL}, RFC 5227)",
     )
@@ -717,16 +364,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--gratuitous-count must be between 0 and 100")
     if not 0 <= args.gratuitous_interval <= 3600:
         parser.error("--gratuitous-interval must be between 0 and 3600 seconds")
-    addresses = []
-    for text in args.address:
-        for part in text.split(","):
-            try:
-                addresses.append(frames.proxiable_address(part))
-            except ValueError as exc:
-                parser.error(f"--address: {exc}")
-    if len(addresses) > MAX_PROXIED:
-        parser.error(f"at most {MAX_PROXIED} addresses")
-    args.address = addresses
     return args
 
 
@@ -734,19 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m netlab.proxyarp`; returns the exit status."""
     args = _parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"proxyarp[{os.getpid()}] {args.iface}: %(levelname)s %(message)s",
+        level=logging.INFO, stream=sys.stderr,
+        format=f"proxyarp[{os.getpid()}]: %(levelname)s %(message)s",
     )
-    daemon = ProxyArpDaemon(
-        args.iface,
-        args.socket,
-        args.address,
-        gratuitous_count=args.gratuitous_count,
-        gratuitous_interval=args.gratuitous_interval,
-    )
+    daemon = ProxyArpDaemon(args.socket, gratuitous_count=args.gratuitous_count,
+                            gratuitous_interval=args.gratuitous_interval)
     try:
-        daemon.open()
+        daemon.open(args.iface)
         daemon.run()
     except StartupError as exc:
         log.error("%s", exc)

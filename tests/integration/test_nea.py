@@ -1,11 +1,9 @@
 """acme's NEA pair, judged by what real tools see (docs/architecture.md#the-proxy-arp-daemon).
 
-One lab for the module (`t<6 hex>`, its own NETLAB_STATE_DIR): `netlab up`, `netlab nea
-up acme`, then the replica of acme/web is powered on by hand, the way the orchestrator
-will do it: its state set to Failover in state.json, `nea.sync_proxies`, its NIC up with
-a default route via the tenant gateway, `busybox httpd` serving a page of its own; and
-the source acme/web is "disconnected" (its NIC down), so only the tenant NEA answers ARP
-for 192.168.10.11 on the production LAN.
+One lab for the module (`t<6 hex>`, its own NETLAB_STATE_DIR), failed over by the CLI:
+`netlab up`, `netlab vm fail acme/web` (the source drops off the LAN, so only the tenant
+NEA answers ARP for 192.168.10.11) and `netlab failover acme/web` (the replica on, the
+NEA pair on, both appliances served by the lab's one proxy-ARP process).
 
 Then: ARP answered by the right NEA MAC on both sides (and never for an address outside
 the proxied set), full-size frames with DF, HTTP, the replica reaching production, the
@@ -41,8 +39,6 @@ from netlab.processes import (
     ProcessRecord,
     is_alive,
     process_start_time,
-    start_process,
-    stop_process,
 )
 from netlab.run import in_netns
 from netlab.state import LabDir
@@ -69,8 +65,7 @@ WG_RUN_DIR = Path("/var/run/wireguard")
 NEA_PROCESSES = (
     "wireguard:acme/nea-lan",
     "wireguard:sp/nea-acme-lan",
-    "proxyarp:acme/nea-lan",
-    "proxyarp:sp/nea-acme-lan",
+    "proxyarp",  # the lab's one proxy-ARP process, serving both appliances
 )
 
 
@@ -94,7 +89,6 @@ class Site:
     sp_nea_cloud_mac: str
     macs: dict[str, str]  # node name -> MAC of its first port
     page: str  # what the replica's httpd serves
-    httpd: ProcessRecord | None = None
 
     # ----- the CLI ----------------------------------------------------------
 
@@ -192,31 +186,6 @@ def live_processes_mentioning(*needles: str) -> list[str]:
 # ----- the lab ---------------------------------------------------------------------
 
 
-def power_on_replica_by_hand(name: str, page_dir: Path) -> ProcessRecord:
-    """What failover does for acme/web (docs/architecture.md#data-flow-failover, step 3)."""
-    from netlab import nea
-    from netlab.lab import Lab
-    from netlab.net import links
-    from netlab.net.namespaces import Netlink
-
-    lab = Lab(name)
-    with lab.dir.update() as state:
-        state["replicas"]["acme/web"]["state"] = "Failover"
-    nea.sync_proxies(lab, TUNNEL)
-    plan = lab.plan()
-    replica, source = plan.nodes["acme/web@sp"], plan.nodes["acme/web"]
-    with Netlink() as nl:
-        links.set_link_state(nl[replica.netns], replica.port.name, True)
-        links.add_route(nl[replica.netns], "default", via=TENANT_GW)
-        # the disaster: the source VM is off the LAN, only the NEA answers for .11
-        links.set_link_state(nl[source.netns], source.port.name, False)
-    return start_process(
-        "test-httpd:acme/web@sp",
-        ["busybox", "httpd", "-f", "-p", "80", "-h", str(page_dir)],
-        netns=replica.netns,
-    )
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     name = f"t{secrets.token_hex(3)}"
@@ -224,10 +193,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     state_dir = base / "state"
     env = {**os.environ, "NETLAB_STATE_DIR": str(state_dir)}
     env.pop("NETLAB_LAB", None)
-    page_dir = base / "www"
-    page_dir.mkdir()
-    page = f"<h1>replica of acme/web</h1><p>{secrets.token_hex(8)}</p>\n"
-    (page_dir / "index.html").write_text(page)
     made: Site | None = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NETLAB_STATE_DIR", str(state_dir))
@@ -235,19 +200,23 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         try:
             subprocess.run([*netlab_argv(), "up", "--lab", name], env=env, check=True,
                            capture_output=True, text=True, timeout=60)
-            subprocess.run([*netlab_argv(), "nea", "up", "acme", "--lab", name], env=env,
-                           check=True, capture_output=True, text=True, timeout=60)
+            for command in (["vm", "fail", "acme/web"], ["failover", "acme/web"]):
+                subprocess.run([*netlab_argv(), *command, "--lab", name], env=env,
+                               check=True, capture_output=True, text=True, timeout=60)
             from netlab.lab import Lab
 
             plan = Lab(name).plan()
             tunnel = plan.tunnels[TUNNEL]
-            httpd = power_on_replica_by_hand(name, page_dir)
+            page = subprocess.run(in_netns(plan.nodes["acme/web@sp"].netns, [
+                "curl", "-sS", "-m", "5", f"http://{REPLICA_IP}/"]), capture_output=True,
+                text=True, check=True, timeout=10).stdout
+            assert "acme/web" in page, page
             made = Site(
                 name=name, env=env, state_dir=state_dir,
                 netns={n.name: n.netns for n in plan.nodes.values()},
                 ifname={n.name: n.port.name for n in plan.nodes.values()},
                 tenant_wg=tunnel.tenant_wg, sp_wg=tunnel.sp_wg,
-                tenant_nea_mac="", sp_nea_cloud_mac="", macs={}, page=page, httpd=httpd,
+                tenant_nea_mac="", sp_nea_cloud_mac="", macs={}, page=page,
             )
             nodes = {n["name"]: n for n in made.status()["nodes"]}
             by_if = {i["name"]: i["mac"].lower() for n in nodes.values() for i in n["interfaces"]
@@ -259,8 +228,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             made.run("acme/db", "ip", "neigh", "flush", "all")
             yield made
         finally:
-            if made is not None and made.httpd is not None:
-                stop_process(made.httpd)
             subprocess.run([*netlab_argv(), "cleanup", "--lab", name], env=env,
                            capture_output=True, text=True, timeout=120, check=False)
     left = sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}-"))
@@ -268,7 +235,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     sockets = sorted(p.name for p in WG_RUN_DIR.glob(f"{name}-*"))
     assert sockets == [], f"wireguard-go control sockets left behind: {sockets}"
     running = live_processes_mentioning(str(state_dir), f"{name}-w", f"--lab {name}",
-                                        str(page_dir))
+                                        f"/run/netlab/{name}/")
     assert running == [], f"processes left behind: {running}"
 
 
@@ -507,8 +474,8 @@ def restarted_events(site: Site, process: str) -> list[dict[str, Any]]:
             if e.get("event") == "restarted" and e.get("process") == process]
 
 
-def test_killed_tenant_proxy_arp_daemon_is_restarted(site: Site) -> None:
-    name = "proxyarp:acme/nea-lan"
+def test_killed_proxy_arp_process_is_restarted_and_both_sides_answer_again(site: Site) -> None:
+    name = "proxyarp"
     old = site.record(name)
     assert old is not None and is_alive(old)
     os.kill(old.pid, signal.SIGKILL)
@@ -517,9 +484,13 @@ def test_killed_tenant_proxy_arp_daemon_is_restarted(site: Site) -> None:
                and is_alive(r) and r, timeout=30)
     assert not is_alive(old)
     poll("the restart journaled", lambda: restarted_events(site, name), timeout=30)
+    # it relearned both appliances and their sets from the lab state
     macs = poll("arping for .11 answered again",
                 lambda: site.arping("acme/db", REPLICA_IP, count=1, wait=1), timeout=30)
     assert set(macs) == {site.tenant_nea_mac}
+    macs = poll("arping for db answered again on the cloud side",
+                lambda: site.arping("acme/web@sp", DB_IP, count=1, wait=1), timeout=30)
+    assert set(macs) == {site.sp_nea_cloud_mac}
     assert is_alive(new)
 
 
@@ -549,7 +520,7 @@ def test_nea_down_stops_daemons_a_crash_dropped_from_the_state(site: Site) -> No
     """A netlab killed while powering a pair off may have removed a daemon's record and
     not yet the daemon: the next nea down finds it in the NEA's namespace, and nea up
     works again."""
-    names = ("wireguard:acme/nea-lan", "proxyarp:sp/nea-acme-lan")
+    names = ("wireguard:acme/nea-lan",)
     orphans = [site.record(name) for name in names]
     assert all(rec is not None and is_alive(rec) for rec in orphans)
     with LabDir(site.name, site.state_dir / site.name).update() as state:
@@ -568,11 +539,15 @@ def test_nea_down_removes_the_tunnel_and_up_brings_it_back(site: Site) -> None:
     site.netlab("nea", "down", "acme")
     state = site.state()
     assert state["neas"][TUNNEL]["power"] == "off"
-    assert [p for p in state["processes"] if p in NEA_PROCESSES] == []
+    assert [p for p in state["processes"] if p.startswith("wireguard:")] == []
     sockets = sorted(p.name for p in WG_RUN_DIR.glob(f"{site.name}-w*"))
     assert sockets == [], sockets
-    assert live_processes_mentioning(site.tenant_wg, site.sp_wg, "netlab.proxyarp --iface "
-                                     f"{site.name}-") == []
+    assert live_processes_mentioning(site.tenant_wg, site.sp_wg) == []
+    # the lab's proxy-ARP process runs on, serving neither appliance of the pair
+    from netlab.proxyarp.client import ProxyArpClient
+
+    served = ProxyArpClient(f"/run/netlab/{site.name}/proxyarp.sock").info()["appliances"]
+    assert served == [], served
     for node, wg in (("acme/nea-lan", site.tenant_wg), ("sp/nea-acme-lan", site.sp_wg)):
         assert site.run(node, "ip", "link", "show", "dev", wg).returncode != 0
     # the SP NEA listens on nothing any more

@@ -136,14 +136,14 @@ def segment() -> Iterator[Segment]:
         seg.daemon = start_daemon(
             seg,
             seg.socket_path,
-            "--address",
-            PROXIED_IP,
             "--gratuitous-count",
             "3",
             "--gratuitous-interval",
             "0.05",
         )
         seg.client.wait_ready(timeout=10, process=seg.daemon)
+        # sets change over the control socket only, never on the command line
+        seg.client.add([PROXIED_IP])
         yield seg
     finally:
         if seg.daemon is not None:

@@ -265,6 +265,6 @@ def test_missing_namespace_is_an_error_and_is_not_created(backend: wireguard.Wir
     name = f"twg{secrets.token_hex(3)}-missing"
     with pytest.raises(NetlabError, match=name):
         backend.create(name, "twgmissing0")
-    with pytest.raises(NetlabError, match=name), wireguard._netlink_in(name):
-        pass
+    with pytest.raises(NetlabError, match=name), wireguard.Netlink() as nl:
+        nl[name]
     assert not Path("/run/netns", name).exists()

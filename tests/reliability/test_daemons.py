@@ -1,7 +1,7 @@
 """Daemons killed during traffic are restarted by the supervisor and traffic recovers by itself.
 
 One continuous ping (every 50 ms) from acme/db to the failed-over replica of acme/web
-while, one after the other, the tenant proxy-ARP daemon, the tenant wireguard-go and
+while, one after the other, the lab's proxy-ARP process, the tenant wireguard-go and
 the SP wireguard-go get SIGKILL (pids from state.json 'processes'). Each one must be
 restarted (a new pid recorded) and the replica must answer again with no command; the
 outage of each kill (last reply before it to first reply after it) is printed, not
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.root
 REPLICA = "192.168.10.11"
 INTERVAL = 0.05
 PAUSE = 2.5  # of healthy traffic after each recovery: the ping runs ~10 s in all
-VICTIMS = ["proxyarp:acme/nea-lan", "wireguard:acme/nea-lan", "wireguard:sp/nea-acme-lan"]
+VICTIMS = ["proxyarp", "wireguard:acme/nea-lan", "wireguard:sp/nea-acme-lan"]
 REPLY = re.compile(r"^\[(?P<ts>\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(?P<seq>\d+)")
 
 

@@ -101,7 +101,8 @@ def iface_and_mac(lab: LabEnv, node: str) -> tuple[str, str]:
 
 
 def daemon(lab: LabEnv) -> ProxyArpClient:
-    return ProxyArpClient(str(SOCKET_RUN_DIR / lab.name / "proxyarp-acme.nea-lan.sock"))
+    return ProxyArpClient(str(SOCKET_RUN_DIR / lab.name / "proxyarp.sock"),
+                          appliance="acme/nea-lan")
 
 
 def arping_macs(lab: LabEnv, node: str, address: str) -> set[str]:
@@ -179,7 +180,7 @@ def rss_kb(pid: int) -> int:
 
 
 def test_arp_flood_keeps_the_daemon_bounded_and_correct(lab: LabEnv) -> None:
-    pid = pid_of(lab, "proxyarp:acme/nea-lan")
+    pid = pid_of(lab, "proxyarp")
     assert pid
     app_if, _ = iface_and_mac(lab, "acme/app")
     _, nea_mac = iface_and_mac(lab, "acme/nea-lan")
@@ -201,7 +202,7 @@ def test_arp_flood_keeps_the_daemon_bounded_and_correct(lab: LabEnv) -> None:
           f"{final['ignored'] - stats['ignored']} {final['ignored_by_reason']}, kernel drops "
           f"{final['kernel_drops'] - stats['kernel_drops']}; VmRSS {rss_before} kB -> "
           f"{rss_after} kB")
-    assert pid_of(lab, "proxyarp:acme/nea-lan") == pid, "the daemon died under the flood"
+    assert pid_of(lab, "proxyarp") == pid, "the daemon died under the flood"
     # every frame it read was a request for the replica (answered) or for a free address
     assert final["replies_sent"] - stats["replies_sent"] > 0
     assert rss_after - rss_before < FLOOD_RSS_LIMIT_KB

@@ -181,6 +181,6 @@ def test_private_key_is_created_0600_even_under_a_permissive_umask(tmp_path: Pat
 
 def test_missing_namespace_is_named_and_never_created():
     name = "twg-no-such-namespace"
-    with pytest.raises(NetlabError, match=name), wireguard._netlink_in(name):
-        pass
+    with pytest.raises(NetlabError, match=name), wireguard.Netlink() as nl:
+        nl[name]
     assert not Path("/run/netns", name).exists()
