@@ -258,6 +258,7 @@ def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     try:
         start_tunnel_side(lab, tunnel, "sp")
         start_tunnel_side(lab, tunnel, "tenant")
+        lab.dir.journal("nea-up:tunnel", network=tunnel.key)
         waiters = [start_proxy_daemon(lab, tunnel, side) for side in ("sp", "tenant")]
         for wait_ready in waiters:
             wait_ready()
@@ -286,6 +287,7 @@ def _power_off(lab: Lab, tunnel: Tunnel) -> None:
         state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
     stop_proxy_daemon(lab, tunnel.tenant_nea)
     stop_proxy_daemon(lab, tunnel.sp_nea)
+    lab.dir.journal("nea-down:proxies", network=tunnel.key)
     stop_tunnel_side(lab, tunnel, "tenant")
     stop_tunnel_side(lab, tunnel, "sp")
     plan = lab.plan()
