@@ -255,6 +255,8 @@ def nea_up(lab: Lab, key: str, progress: Progress = _quiet) -> float:
     started = time.monotonic()
     backend = backend_for(lab)
     lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
+    # a pair recorded off may still have a side up: an nea up killed half-way
+    _power_off(lab, tunnel, quiet=True)
     try:
         start_tunnel_side(lab, tunnel, "sp")
         start_tunnel_side(lab, tunnel, "tenant")
@@ -282,12 +284,13 @@ def nea_down(lab: Lab, key: str, progress: Progress = _quiet) -> None:
     progress(f"NEA pair {tunnel.key} off")
 
 
-def _power_off(lab: Lab, tunnel: Tunnel) -> None:
+def _power_off(lab: Lab, tunnel: Tunnel, quiet: bool = False) -> None:
     with lab.dir.update() as state:
         state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
     stop_proxy_daemon(lab, tunnel.tenant_nea)
     stop_proxy_daemon(lab, tunnel.sp_nea)
-    lab.dir.journal("nea-down:proxies", network=tunnel.key)
+    if not quiet:
+        lab.dir.journal("nea-down:proxies", network=tunnel.key)
     stop_tunnel_side(lab, tunnel, "tenant")
     stop_tunnel_side(lab, tunnel, "sp")
     plan = lab.plan()
