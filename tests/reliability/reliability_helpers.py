@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import wg_backend
 from conftest import (
     LabEnv,
     cleanup_and_check,
@@ -33,7 +34,7 @@ from conftest import (
 from netlab.lab import SOCKET_RUN_DIR
 
 NETNS_DIR = Path("/run/netns")
-WG_DIR = Path("/var/run/wireguard")
+WG_DIR = wg_backend.SOCKET_DIR
 LAB_PREFIX = re.compile(r"^[a-z0-9]{1,8}-")
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3"
@@ -301,14 +302,13 @@ class Sentinels:
 
 @contextlib.contextmanager
 def sentinels(lab_name: str, tmp_path: Path) -> Iterator[Sentinels]:
-    """A namespace keep-<hex> with a process in it, a file in /var/run/wireguard named like
-    the lab `<lab>0` (whose prefix starts with this lab's name), a tmpfs mount beside the
-    state directory."""
+    """A namespace keep-<hex> with a process in it, a file in WireGuard's socket directory
+    named like a socket of the lab `<lab>0` (whose prefix starts with this lab's name), a
+    tmpfs mount beside the state directory."""
     ns = f"keep-{os.urandom(3).hex()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     proc = subprocess.Popen(in_netns(ns, "sleep", "600"))
-    WG_DIR.mkdir(parents=True, exist_ok=True)
-    wg_file = WG_DIR / f"{lab_name}0-w1.sock"
+    wg_file = wg_backend.sentinel_socket_file(f"{lab_name}0-w1")
     wg_file.write_text("not a socket; not made by netlab\n")
     mnt = tmp_path / "keep-mount"
     mnt.mkdir()
