@@ -121,9 +121,9 @@ def module_lab(tmp_path_factory: pytest.TempPathFactory, *up_args: str) -> Itera
 def short_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     """Like conftest's lab_env, with a short state directory (tmp_path_factory.mktemp).
 
-    lab_env's tmp_path/'state' holds the test's name; with a long one the proxy-ARP
-    control socket path passes the 108-byte AF_UNIX limit and failover fails (see
-    test_bad_input.py::test_failover_with_a_long_state_dir).
+    Not needed for failover any more (the proxy-ARP control sockets moved to
+    /run/netlab/<lab>; tests/reliability/test_bad_input.py::test_failover_with_a_long_state_dir
+    proves it), but short paths keep the snapshots' output readable.
     """
     skip_unless_root()
     lab = LabEnv(new_lab_name(), tmp_path_factory.mktemp("s") / "state")
