@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import wg_backend  # WireGuard artefacts, whichever backend runs
 
 REPO = Path(__file__).resolve().parents[1]
 NETNS_DIR = Path("/run/netns")
-WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
 
 # Tools a whole lab needs (netlab up, and the checks the tests run in it).
 LAB_TOOLS = {
@@ -251,7 +251,7 @@ def leftovers(lab: LabEnv, inodes: dict[int, str]) -> list[str]:
     needles = [str(lab.lab_dir), f"/run/netns/{lab.prefix}", f" {lab.prefix}"]
     if pids := pids_naming(needles):
         problems.append(f"processes naming the lab: {pids}")
-    if socks := sorted(str(p) for p in WIREGUARD_RUN_DIR.glob(f"{lab.prefix}*")):
+    if socks := [str(p) for p in wg_backend.socket_paths(lab.prefix)]:
         problems.append(f"wireguard sockets: {socks}")
     if lab.state_dir.exists() and (mounts := mounts_under(lab.state_dir)):
         problems.append(f"mounts: {mounts}")
@@ -273,7 +273,7 @@ def force_remove(lab: LabEnv) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     for name in lab.namespaces():
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    for sock in WIREGUARD_RUN_DIR.glob(f"{lab.prefix}*"):
+    for sock in wg_backend.socket_paths(lab.prefix):
         sock.unlink(missing_ok=True)
     shutil.rmtree(lab.lab_dir, ignore_errors=True)
 

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from netlab import wireguard
+from netlab.errors import NetlabError
 from netlab.processes import command_line
 
 SOCKET_DIR: Path = wireguard.WIREGUARD_GO_SOCKET_DIR
@@ -28,8 +29,11 @@ USERSPACE_COMMAND = "wireguard-go"
 
 
 def backend_name() -> str:
-    """'kernel' or 'userspace': what netlab would use here, now."""
-    return wireguard.select_backend().name
+    """'kernel' or 'userspace': what netlab would use here, now ('none' if neither can)."""
+    try:
+        return wireguard.select_backend().name
+    except NetlabError:  # no backend here: the tests that need one skip
+        return "none"
 
 
 def userspace() -> bool:
@@ -39,6 +43,12 @@ def userspace() -> bool:
 def runs_processes() -> bool:
     """Whether each WireGuard interface is a process of its own (wireguard-go)."""
     return userspace()
+
+
+def process_records(*names: str) -> tuple[str, ...]:
+    """Of the state's process records `names` ('wireguard:<node>'), those this backend
+    makes: all with wireguard-go, none with kernel links."""
+    return names if runs_processes() else ()
 
 
 def sockets(prefix: str) -> list[str]:

@@ -34,7 +34,6 @@ from conftest import (
 from netlab.lab import SOCKET_RUN_DIR
 
 NETNS_DIR = Path("/run/netns")
-WG_DIR = wg_backend.SOCKET_DIR
 LAB_PREFIX = re.compile(r"^[a-z0-9]{1,8}-")
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3"
@@ -212,7 +211,7 @@ def snapshot() -> Snapshot:
             if p is not None:
                 procs[p.pid] = p
     mounts = {" ".join(line.split()[:3]) for line in Path("/proc/mounts").read_text().splitlines()}
-    wg = {p.name for p in WG_DIR.iterdir()} if WG_DIR.exists() else set()
+    wg = set(wg_backend.sockets(""))
     socks = {p.name for p in SOCKET_RUN_DIR.iterdir()} if SOCKET_RUN_DIR.exists() else set()
     return Snapshot(names, _links(), mounts, nft, procs, wg, socks,
                     namespace_inodes(sorted(names)))
