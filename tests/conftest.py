@@ -1,12 +1,12 @@
 """Shared fixtures: a private lab per test, one shared default lab, and a leak check.
 
 Every lab a test makes has its own name (``t`` + 6 hex digits) and its own state
-directory under the test's tmp_path. Teardown runs ``netlab cleanup`` and then
-*asserts* that nothing of the lab is left: no namespace ``<lab>-*``, no process
-that lived in one of them or names the lab, no WireGuard socket, no mount under
-the state directory, no link in the root namespace, no state directory. When it
-finds leftovers it removes them too (so one failing test does not poison the
-machine) and fails the test.
+directory under the test's tmp_path. Teardown runs ``netlab down`` (``netlab cleanup``
+if the lab is not up) and then *asserts* that nothing of the lab is left: no
+namespace ``<lab>-*``, no process that lived in one of them or names the lab, no
+WireGuard socket, no mount under the state directory, no link in the root namespace,
+no state directory. When it finds leftovers it removes them too (so one failing
+test does not poison the machine) and fails the test.
 
 Integration tests carry ``pytest.mark.root``; they are skipped, with the reason,
 when not running as root or when a tool the lab needs is not installed.
@@ -279,10 +279,22 @@ def force_remove(lab: LabEnv) -> None:
 
 
 def cleanup_and_check(lab: LabEnv) -> None:
-    """`netlab cleanup` the lab, then assert that nothing of it is left."""
+    """`netlab down` a lab that is still up and assert at once that nothing of it is
+    left (a cleanup first would hide what down leaves); then `netlab cleanup` for
+    whatever a test left in a state down refuses, and assert again."""
     inodes = namespace_inodes(lab.namespaces())
+    problems = []
+    # --- leak check right after down (issue 16), before any cleanup ---
+    if (lab.lab_dir / "state.json").exists():
+        down = lab.netlab("down", "--lab", lab.name, check=False)
+        after_down = leftovers(lab, inodes)
+        if down.returncode == 0 and not after_down:
+            return
+        if down.returncode == 0:
+            problems += [f"after down, before cleanup: {p}" for p in after_down]
+    # --- end of the down check ---
     done = lab.netlab("cleanup", "--lab", lab.name, check=False)
-    problems = leftovers(lab, inodes)
+    problems += leftovers(lab, inodes)
     if done.returncode != 0:
         problems.insert(0, f"netlab cleanup exited {done.returncode}: {done.stderr.strip()}")
     if problems:
