@@ -21,7 +21,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -118,10 +118,22 @@ class Capture:
                 seen += os.read(fd, 4096)
             assert self.proc.poll() is None and time.monotonic() < deadline, seen
 
-    def stop(self) -> list[dict[str, str]]:
-        time.sleep(0.3)
+    def stop(self, until: Callable[[list[dict[str, str]]], bool],
+             timeout: float = 30) -> list[dict[str, str]]:
+        """Read packets until `until(packets)` holds (or `timeout` passed), then stop:
+        no fixed wait that a slow machine could outlast."""
+        fd, out, deadline = self.proc.stdout.fileno(), b"", time.monotonic() + timeout
+        while not until(self._parse(out)) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out += chunk
         self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
+        rest, _ = self.proc.communicate(timeout=10)
+        return self._parse(out + rest)
+
+    def _parse(self, out: bytes) -> list[dict[str, str]]:
         return [m.groupdict() for m in map(self.LINE.search, out.decode().splitlines()) if m]
 
 
@@ -163,7 +175,9 @@ def test_gateway_forwards_only_the_tunnel_ports_and_hides_its_management(
             result = json.loads(python_in(probe, SCAN, GATEWAY, json.dumps(SCAN_PORTS),
                                           timeout=120))
         finally:
-            seen = capture.stop()
+            # the two forwarded tunnel ports, then anything else that came with them
+            seen = capture.stop(until=lambda packets: len(
+                {(p["dst"], p["dport"]) for p in packets}) >= len(TUNNEL_PORTS))
     finally:
         os.kill(listener.pid, signal.SIGKILL)
         listener.wait()
