@@ -278,6 +278,23 @@ def force_remove(lab: LabEnv) -> None:
     shutil.rmtree(lab.lab_dir, ignore_errors=True)
 
 
+def _not_reused(lab: LabEnv, inodes: dict[int, str]) -> dict[int, str]:
+    """The lab's namespace inodes, minus those now hosting a process of another lab (its
+    NETLAB_STATE_DIR): a namespace freed by down gives its inode number to the next one
+    made anywhere, and the parallel workers make many."""
+    reused = set()
+    for pid in pids_in(inodes):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+        dirs = [e.split(b"=", 1)[1] for e in env if e.startswith(b"NETLAB_STATE_DIR=")]
+        if dirs and dirs[0].decode(errors="replace") != str(lab.state_dir):
+            reused.add(ino)
+    return {ino: name for ino, name in inodes.items() if ino not in reused}
+
+
 def cleanup_and_check(lab: LabEnv) -> None:
     """`netlab down` a lab that is still up and assert at once that nothing of it is
     left (a cleanup first would hide what down leaves); then `netlab cleanup` for
@@ -287,7 +304,7 @@ def cleanup_and_check(lab: LabEnv) -> None:
     # --- leak check right after down (issue 16), before any cleanup ---
     if (lab.lab_dir / "state.json").exists():
         down = lab.netlab("down", "--lab", lab.name, check=False)
-        after_down = leftovers(lab, inodes)
+        after_down = leftovers(lab, _not_reused(lab, inodes))
         if down.returncode == 0 and not after_down:
             return
         if down.returncode == 0:

@@ -34,7 +34,8 @@ from conftest import (
 from netlab.lab import SOCKET_RUN_DIR
 
 NETNS_DIR = Path("/run/netns")
-LAB_PREFIX = re.compile(r"^[a-z0-9]{1,8}-")
+# a lab's prefix (`<lab>-`), or another test's (`tpa<hex>-`, `tnb<hex>-`): not ours
+LAB_PREFIX = re.compile(r"^[a-z0-9]{1,15}-")
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3"
 

@@ -31,6 +31,7 @@ import pytest
 import wg_backend
 from conftest import (
     LabEnv,
+    _not_reused,
     leftovers,
     mounts_under,
     namespace_inodes,
@@ -149,7 +150,7 @@ def down_leaves_nothing(lab: LabEnv) -> None:
     """`netlab down`, then the leak check at once: nothing may wait for a cleanup."""
     inodes = namespace_inodes(lab.namespaces())
     done = lab.netlab("down", check=False)
-    problems = leftovers(lab, inodes)
+    problems = leftovers(lab, _not_reused(lab, inodes))
     assert done.returncode == 0, done.stderr
     assert not problems, "netlab down left:\n  " + "\n  ".join(problems)
 
@@ -414,7 +415,7 @@ def own_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     yield lab
     inodes = namespace_inodes(lab.namespaces())
     lab.netlab("cleanup", check=False)
-    assert not leftovers(lab, inodes)
+    assert not leftovers(lab, _not_reused(lab, inodes))
 
 
 @pytest.mark.parametrize("event", ["up-started", "up:plumbed", "replicated", "up-finished"])
@@ -444,7 +445,7 @@ def test_killed_down_or_cleanup_is_finished_by_running_it_again(
     inodes = namespace_inodes(lab.namespaces())
     killed_at(lab, event, command)
     lab.netlab(command)
-    problems = leftovers(lab, inodes)
+    problems = leftovers(lab, _not_reused(lab, inodes))
     assert not problems, f"netlab {command} run again left:\n  " + "\n  ".join(problems)
 
 
