@@ -336,6 +336,7 @@ class Lab:
             points = {vm.name: pool.submit(self._first_restore_point, plan, vm, seed)
                       for vm, seed in zip(vms, seeds, strict=True) if vm in replicated}
             _plumb(plan)
+            self.dir.journal("up:plumbed", namespaces=len(plan.namespaces))
             links_tuned = tune_nea_links(plan.nea_links)
             progress(f"{len(plan.namespaces)} namespaces plumbed in "
                      f"{time.monotonic() - started:.2f} s")
@@ -440,6 +441,7 @@ class Lab:
         for group in (supervisors, others):
             for rec in stop_processes(group):
                 report.processes.append(f"{rec.name} (pid {rec.pid})")
+        self._cleanup_step("cleanup:processes")
         namespaces = list_namespaces(self.prefix)
         # Processes inside the lab's namespaces that the state no longer knows of
         # (state lost in a crash): found by namespace, so nothing else is touched.
@@ -458,11 +460,14 @@ class Lab:
         if sockets.exists():
             report.sockets += [str(p) for p in sockets.iterdir()]
             shutil.rmtree(sockets, ignore_errors=True)
+        self._cleanup_step("cleanup:sockets")
         if self.dir.root.exists():
             report.mounts = storage.cleanup_mounts_under(self.dir.root)
+        self._cleanup_step("cleanup:mounts")
         for netns in namespaces:
             if delete_namespace(netns):
                 report.namespaces.append(netns)
+        self._cleanup_step("cleanup:namespaces")
         if self.dir.root.exists():
             shutil.rmtree(self.dir.root, ignore_errors=True)
             report.state_removed = True
@@ -471,6 +476,12 @@ class Lab:
             f"{len(report.mounts)} mounts, {len(report.sockets)} sockets"
         )
         return report
+
+    def _cleanup_step(self, event: str) -> None:
+        # journaled only into a state directory that is still there: a cleanup by name
+        # must not create one
+        if self.dir.root.exists():
+            self.dir.journal(event, lab=self.name)
 
     # ----- status ----------------------------------------------------------
 

@@ -395,9 +395,16 @@ def power_on(lab: Lab, keys: list[str], progress: Progress = _quiet) -> float:
     backend = backend_for(lab)
     for tunnel in tunnels:
         lab.dir.journal("nea-up-started", network=tunnel.key, backend=backend.name)
+    # a pair recorded off may still have a side up (an nea up killed half-way): settle it
+    leftover = [t for t in tunnels
+                if _records(state, f"wireguard:{t.tenant_nea}", f"wireguard:{t.sp_nea}")]
+    if leftover:
+        power_off_pairs(lab, leftover, quiet=True)
     try:
         start_sides(lab, tunnels, "sp")
         start_sides(lab, tunnels, "tenant")
+        for tunnel in tunnels:
+            lab.dir.journal("nea-up:tunnel", network=tunnel.key)
         with lab.dir.update() as state:
             for tunnel in tunnels:
                 state.setdefault("neas", {})[tunnel.key] = {"power": "on",
@@ -428,13 +435,17 @@ def power_off(lab: Lab, keys: list[str], progress: Progress = _quiet) -> None:
         progress(f"NEA pair {tunnel.key} off")
 
 
-def power_off_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
+def power_off_pairs(lab: Lab, tunnels: list[Tunnel], quiet: bool = False) -> None:
     """Appliances detached, tunnels stopped (tenant sides, then SP sides), the SP's
-    host routes removed; also what a pair cut short half-way left."""
+    host routes removed; also what a pair cut short half-way left. `quiet`: no journal
+    step (settling before a start)."""
     with lab.dir.update() as state:
         for tunnel in tunnels:
             state.setdefault("neas", {})[tunnel.key] = {"power": "off"}
     detach_pairs(lab, tunnels)
+    if not quiet:
+        for tunnel in tunnels:
+            lab.dir.journal("nea-down:proxies", network=tunnel.key)
     stop_sides(lab, tunnels, "tenant")
     stop_sides(lab, tunnels, "sp")
     plan = lab.plan()

@@ -1,12 +1,12 @@
 """Shared fixtures: a private lab per test, one shared default lab, and a leak check.
 
 Every lab a test makes has its own name (``t`` + 6 hex digits) and its own state
-directory under the test's tmp_path. Teardown runs ``netlab cleanup`` and then
-*asserts* that nothing of the lab is left: no namespace ``<lab>-*``, no process
-that lived in one of them or names the lab, no WireGuard socket, no mount under
-the state directory, no link in the root namespace, no state directory. When it
-finds leftovers it removes them too (so one failing test does not poison the
-machine) and fails the test.
+directory under the test's tmp_path. Teardown runs ``netlab down`` (``netlab cleanup``
+if the lab is not up) and then *asserts* that nothing of the lab is left: no
+namespace ``<lab>-*``, no process that lived in one of them or names the lab, no
+WireGuard socket, no mount under the state directory, no link in the root namespace,
+no state directory. When it finds leftovers it removes them too (so one failing
+test does not poison the machine) and fails the test.
 
 Integration tests carry ``pytest.mark.root``; they are skipped, with the reason,
 when not running as root or when a tool the lab needs is not installed.
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import wg_backend  # WireGuard artefacts, whichever backend runs
 
 REPO = Path(__file__).resolve().parents[1]
 NETNS_DIR = Path("/run/netns")
-WIREGUARD_RUN_DIR = Path("/var/run/wireguard")
 
 # Tools a whole lab needs (netlab up, and the checks the tests run in it).
 LAB_TOOLS = {
@@ -296,7 +296,7 @@ def leftovers(lab: LabEnv, inodes: dict[int, str]) -> list[str]:
     needles = [str(lab.lab_dir), f"/run/netns/{lab.prefix}", f" {lab.prefix}"]
     if pids := pids_naming(needles):
         problems.append(f"processes naming the lab: {pids}")
-    if socks := sorted(str(p) for p in WIREGUARD_RUN_DIR.glob(f"{lab.prefix}*")):
+    if socks := [str(p) for p in wg_backend.socket_paths(lab.prefix)]:
         problems.append(f"wireguard sockets: {socks}")
     if lab.state_dir.exists() and (mounts := mounts_under(lab.state_dir)):
         problems.append(f"mounts: {mounts}")
@@ -318,16 +318,45 @@ def force_remove(lab: LabEnv) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     for name in lab.namespaces():
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    for sock in WIREGUARD_RUN_DIR.glob(f"{lab.prefix}*"):
+    for sock in wg_backend.socket_paths(lab.prefix):
         sock.unlink(missing_ok=True)
     shutil.rmtree(lab.lab_dir, ignore_errors=True)
 
 
+def _not_reused(lab: LabEnv, inodes: dict[int, str]) -> dict[int, str]:
+    """The lab's namespace inodes, minus those now hosting a process of another lab (its
+    NETLAB_STATE_DIR): a namespace freed by down gives its inode number to the next one
+    made anywhere, and the parallel workers make many."""
+    reused = set()
+    for pid in pids_in(inodes):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+        dirs = [e.split(b"=", 1)[1] for e in env if e.startswith(b"NETLAB_STATE_DIR=")]
+        if dirs and dirs[0].decode(errors="replace") != str(lab.state_dir):
+            reused.add(ino)
+    return {ino: name for ino, name in inodes.items() if ino not in reused}
+
+
 def cleanup_and_check(lab: LabEnv) -> None:
-    """`netlab cleanup` the lab, then assert that nothing of it is left."""
+    """`netlab down` a lab that is still up and assert at once that nothing of it is
+    left (a cleanup first would hide what down leaves); then `netlab cleanup` for
+    whatever a test left in a state down refuses, and assert again."""
     inodes = namespace_inodes(lab.namespaces())
+    problems = []
+    # --- leak check right after down (issue 16), before any cleanup ---
+    if (lab.lab_dir / "state.json").exists():
+        down = lab.netlab("down", "--lab", lab.name, check=False)
+        after_down = leftovers(lab, _not_reused(lab, inodes))
+        if down.returncode == 0 and not after_down:
+            return
+        if down.returncode == 0:
+            problems += [f"after down, before cleanup: {p}" for p in after_down]
+    # --- end of the down check ---
     done = lab.netlab("cleanup", "--lab", lab.name, check=False)
-    problems = leftovers(lab, inodes)
+    problems += leftovers(lab, inodes)
     if done.returncode != 0:
         problems.insert(0, f"netlab cleanup exited {done.returncode}: {done.stderr.strip()}")
     if problems:

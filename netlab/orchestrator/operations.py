@@ -345,6 +345,7 @@ def _make_permanent(lab: Lab, name: str) -> None:
     """One replica becomes production; repeatable after a crash (commit_delta resumes)."""
     replica = lab.plan().nodes[f"{name}@sp"]
     power._stop_workload(lab, replica)
+    lab.dir.journal("permanent:replica-stopped", vm=name)
     storage.commit_delta(lab.replica_dir(name))
     power.start_replica(lab, replica)
     _set_replica(lab, name, state=ReplicaState.PERMANENT.value, restore_point=None,
@@ -399,6 +400,7 @@ def commit(lab: Lab, vm_names: list[str], say: Say = _quiet) -> OperationResult:
 
 def _commit_failback(lab: Lab, name: str) -> None:
     storage.unmount_failover_view(lab.replica_dir(name), discard_delta=True)
+    lab.dir.journal("commit:view-dropped", vm=name)
     _set_replica(lab, name, state=ReplicaState.NORMAL.value, restore_point=None,
                  replication="active")
 
@@ -424,6 +426,7 @@ def _back_to_replicas(lab: Lab, vms: list[Node], then: ReplicaState) -> None:
         if state.get("nodes", {}).get(replica.name, {}).get("power") != "on":
             power.start_replica(lab, replica)
         _set_replica(lab, vm.name, state=then.value)
+    lab.dir.journal("back-to-replicas:replicas-on", vms=[v.name for v in vms])
     keys = [key for key in dict.fromkeys(f"{v.tenant}/{v.network}" for v in vms)
             if plan.tunnels.get(key) is not None]
     neas = lab.dir.read().get("neas", {})
@@ -495,8 +498,12 @@ def vm_power(lab: Lab, vm_name: str, action: str) -> str:
                         f"ARP for {vm.address} (an IP conflict)")
             lab.dir.journal("warning", vm=vm.name, message=conflict.removeprefix("; warning: "))
         if action == "start":
-            power.start_vm(lab, vm)
+            power.power_on(lab, vm, lab.disk_dir(vm.name))
+            lab.dir.journal("vm-start:powered", vm=vm.name)
+            power.announce(vm)
         elif action == "stop":
+            power.stop_workload(lab, vm)
+            lab.dir.journal("vm-stop:workload", vm=vm.name)
             power.power_off(lab, vm)
         else:  # fail: the disaster; the VM drops off the LAN at once
             power.power_off(lab, vm, power="failed", force=True)
@@ -561,7 +568,10 @@ _FINISHED_AFTER_A_CRASH: dict[
                   lambda lab, vm: _make_permanent(lab, vm.name)),
     "commit": (frozenset({ReplicaState.FAILBACK}),
                lambda lab, vm: _commit_failback(lab, vm.name)),
-    "undo-failback": (frozenset({ReplicaState.FAILBACK, ReplicaState.READY_TO_SWITCH}),
+    # Failover too: a crash after the replicas' state was set but before their NEA pair
+    # was on left them unreachable; every part of _back_to_replicas is skipped when done
+    "undo-failback": (frozenset({ReplicaState.FAILBACK, ReplicaState.READY_TO_SWITCH,
+                                 ReplicaState.FAILOVER}),
                       lambda lab, vm: _back_to_replicas(lab, [vm], ReplicaState.FAILOVER)),
 }
 

@@ -39,6 +39,11 @@ def _start_workload(lab: Lab, node: Node, root: Path) -> None:
         state.setdefault("processes", {})[rec.name] = rec.to_dict() | {"supervised": True}
 
 
+def stop_workload(lab: Lab, node: Node) -> None:
+    """The first half of a power-off (the workload), journaled apart by `vm stop`."""
+    _stop_workload(lab, node)
+
+
 def _link(node: Node, up: bool) -> None:
     with Netlink() as nl:
         sock = nl[node.netns]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wg_backend
 
 from netlab.processes import (
     ProcessRecord,
@@ -61,10 +62,8 @@ TENANT_GW = "192.168.10.1"
 CLOUD_GW = "198.51.100.10"
 ACME_EDGE = "198.51.100.11"
 TUNNEL_PORT = 6180
-WG_RUN_DIR = Path("/var/run/wireguard")
 NEA_PROCESSES = (
-    "wireguard:acme/nea-lan",
-    "wireguard:sp/nea-acme-lan",
+    *wg_backend.process_records("wireguard:acme/nea-lan", "wireguard:sp/nea-acme-lan"),
     "proxyarp",  # the lab's one proxy-ARP process, serving both appliances
 )
 
@@ -232,8 +231,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                            capture_output=True, text=True, timeout=120, check=False)
     left = sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}-"))
     assert left == [], f"namespaces left behind: {left}"
-    sockets = sorted(p.name for p in WG_RUN_DIR.glob(f"{name}-*"))
-    assert sockets == [], f"wireguard-go control sockets left behind: {sockets}"
+    sockets = wg_backend.sockets(f"{name}-")
+    assert sockets == [], f"WireGuard control sockets left behind: {sockets}"
     running = live_processes_mentioning(str(state_dir), f"{name}-w", f"--lab {name}",
                                         f"/run/netlab/{name}/")
     assert running == [], f"processes left behind: {running}"
@@ -497,8 +496,9 @@ def test_killed_proxy_arp_process_is_restarted_and_both_sides_answer_again(site:
 def test_killed_wireguard_go_is_restarted_and_traffic_recovers(site: Site) -> None:
     name = "wireguard:acme/nea-lan"
     old = site.record(name)
-    if old is None:
-        pytest.skip("the kernel WireGuard backend runs no wireguard-go")
+    if not wg_backend.runs_processes():
+        pytest.skip(f"the {wg_backend.backend_name()} WireGuard backend runs no process")
+    assert old is not None
     assert is_alive(old)
     os.kill(old.pid, signal.SIGKILL)
     poll("ping db -> replica recovers by itself", lambda: site.ping("acme/db", REPLICA_IP),
@@ -520,7 +520,9 @@ def test_nea_down_stops_daemons_a_crash_dropped_from_the_state(site: Site) -> No
     """A netlab killed while powering a pair off may have removed a daemon's record and
     not yet the daemon: the next nea down finds it in the NEA's namespace, and nea up
     works again."""
-    names = ("wireguard:acme/nea-lan",)
+    if not wg_backend.runs_processes():
+        pytest.skip(f"the {wg_backend.backend_name()} WireGuard backend runs no process")
+    names = tuple(wg_backend.process_records("wireguard:acme/nea-lan"))
     orphans = [site.record(name) for name in names]
     assert all(rec is not None and is_alive(rec) for rec in orphans)
     with LabDir(site.name, site.state_dir / site.name).update() as state:
@@ -540,7 +542,7 @@ def test_nea_down_removes_the_tunnel_and_up_brings_it_back(site: Site) -> None:
     state = site.state()
     assert state["neas"][TUNNEL]["power"] == "off"
     assert [p for p in state["processes"] if p.startswith("wireguard:")] == []
-    sockets = sorted(p.name for p in WG_RUN_DIR.glob(f"{site.name}-w*"))
+    sockets = wg_backend.sockets(f"{site.name}-w")
     assert sockets == [], sockets
     assert live_processes_mentioning(site.tenant_wg, site.sp_wg) == []
     # the lab's proxy-ARP process runs on, serving neither appliance of the pair

@@ -81,6 +81,11 @@ def test_a_segment_and_a_node_plumbed_in_one_batch_each(pair) -> None:
     again = Batch(sockets[vm], vm)
     again.add_address(2, "192.168.10.11/24", "eth0")  # already there: fine
     again.send()
+    assert len(again) == 0
+    # the kernel holds it once, as before: tolerated, not added a second time
+    eth0 = ip_json(vm, "addr", "show", "eth0")[0]
+    assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"]
+            if a["family"] == "inet"] == [("192.168.10.11", 24)]
 
 
 def test_a_refused_request_names_the_namespace_the_request_and_the_kernels_reason(pair):

@@ -358,17 +358,48 @@ def _flood_frames(seg: Segment, proxied: set[bytes], rng: random.Random):
         plan += [(reason, make()) for _ in range(500)]
     while len(plan) < 10_000:
         # Random bodies behind an ARP header, sometimes a valid one and a proxied
-        # target: the expected reason comes from the pure decision function.
+        # target: the expected reason comes from expected_verdict (RFC 826 read by
+        # Scapy), not from the daemon's own frames.decide.
         body = bytearray(rng.randbytes(rng.randrange(0, 46)))
         if len(body) >= 8 and rng.random() < 0.6:
             body[0:8] = bytes.fromhex("0001080006040001")
         if len(body) >= 28 and rng.random() < 0.5:
             body[24:28] = rng.choice(sorted(proxied))
         frame = b"\xff" * 6 + frames.mac_from_text(unicast_mac()) + b"\x08\x06" + bytes(body)
-        verdict, _ = frames.decide(frame, frames.mac_from_text(nea_mac), proxied)
-        plan.append((verdict.value, frame))
+        plan.append((expected_verdict(frame, nea_mac, proxied), frame))
     rng.shuffle(plan)
     return plan
+
+
+def expected_verdict(frame: bytes, nea_mac: str, proxied: set[bytes]) -> str:
+    """What the daemon must do with `frame`, from RFC 826 with Scapy reading the fields:
+    an oracle apart from netlab.proxyarp.frames, which the daemon runs."""
+    if len(frame) < 14 + 28:  # an Ethernet header and the 28 bytes of Ethernet/IPv4 ARP
+        return "truncated"
+    eth = Ether(frame)
+    if eth.type != 0x0806:
+        return "not_arp"
+    arp = eth[ARP]
+    if arp.hwtype != 1:
+        return "not_ethernet"
+    if arp.ptype != 0x0800:
+        return "not_ipv4"
+    if arp.hwlen != 6 or arp.plen != 4:
+        return "bad_lengths"
+    if arp.op != 1:
+        return "not_request"
+    sender = arp.hwsrc.lower()
+    if nea_mac.lower() in (sender, eth.src.lower()):
+        return "own_mac"
+    if int(sender.split(":")[0], 16) & 1 or sender == "00:00:00:00:00:00":
+        return "bad_sender_mac"
+    if eth.dst.lower() not in ("ff:ff:ff:ff:ff:ff", nea_mac.lower()):
+        return "not_for_us"
+    if arp.psrc == arp.pdst:
+        return "gratuitous"
+    if ipaddress.IPv4Address(arp.pdst).packed not in proxied:
+        return "not_proxied"
+    return "reply"
 
 
 def _with_byte(frame: bytes, offset: int, value: int) -> bytes:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import wg_backend
 from conftest import LabEnv, netlab_argv
 
 pytestmark = [pytest.mark.root]
@@ -186,7 +187,7 @@ def test_a_failover_that_fails_half_way_rolls_back_every_pair(
 
     served = ProxyArpClient(f"/run/netlab/{lab.name}/proxyarp.sock").info()["appliances"]
     assert served == []
-    assert not list(Path("/var/run/wireguard").glob(f"{lab.name}-*"))
+    assert not wg_backend.sockets(f"{lab.name}-")
     assert answering(lab, "t0/b", "172.16.0.11", count=1) == {macs(lab)[_port_of(lab, "t0/a")]}
     lab.netlab("failover", *vms)
     tenant_port, _ = tunnel_ports(lab, "t1")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import wg_backend
 
 from netlab import wireguard
 from netlab.errors import NetlabError, ToolMissing
@@ -146,7 +147,7 @@ def tunnel(pair: Pair, backend: wireguard.WireGuardBackend, tmp_path: Path) -> I
                 backend.destroy(ns, ifname, records[ifname])
     for record in records.values():
         assert record is None or not is_alive(record)
-    left = sorted(p.name for p in wireguard.WIREGUARD_GO_SOCKET_DIR.glob(f"{pair.prefix}*"))
+    left = wg_backend.sockets(pair.prefix)
     assert left == [], f"control sockets left behind: {left}"
 
 
@@ -234,7 +235,7 @@ def test_killed_wireguard_go_breaks_tunnel_and_destroy_removes_socket(tunnel: Tu
     assert first_reply(tunnel.pair.client_ns, SERVER_TUNNEL).returncode == 0
     record = tunnel.server_record
     assert record is not None
-    sock = wireguard.WIREGUARD_GO_SOCKET_DIR / f"{tunnel.server_if}.sock"
+    sock = wg_backend.socket_of(tunnel.server_if)
     assert sock.exists()
 
     os.kill(record.pid, signal.SIGKILL)  # the recorded pid, nothing else
@@ -256,7 +257,7 @@ def test_killed_wireguard_go_breaks_tunnel_and_destroy_removes_socket(tunnel: Tu
 
 def test_existing_live_interface_name_is_refused(tunnel: Tunnel):
     if tunnel.backend.name != "userspace":
-        pytest.skip("the shared socket directory is a wireguard-go matter")
+        pytest.skip("the shared socket directory is a userspace-backend matter")
     with pytest.raises(NetlabError, match="in use"):
         tunnel.backend.create(tunnel.pair.client_ns, tunnel.server_if)
 

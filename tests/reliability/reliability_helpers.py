@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import wg_backend
 from conftest import (
     LabEnv,
     cleanup_and_check,
@@ -32,7 +33,6 @@ from conftest import (
 from netlab.lab import SOCKET_RUN_DIR
 
 NETNS_DIR = Path("/run/netns")
-WG_DIR = Path("/var/run/wireguard")
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3"
 
@@ -118,9 +118,9 @@ def module_lab(tmp_path_factory: pytest.TempPathFactory, *up_args: str) -> Itera
 def short_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     """Like conftest's lab_env, with a short state directory (tmp_path_factory.mktemp).
 
-    lab_env's tmp_path/'state' holds the test's name; with a long one the proxy-ARP
-    control socket path passes the 108-byte AF_UNIX limit and failover fails (see
-    test_bad_input.py::test_failover_with_a_long_state_dir).
+    Not needed for failover any more (the proxy-ARP control sockets moved to
+    /run/netlab/<lab>; tests/reliability/test_bad_input.py::test_failover_with_a_long_state_dir
+    proves it), but short paths keep the snapshots' output readable.
     """
     skip_unless_root()
     lab = LabEnv(new_lab_name(), tmp_path_factory.mktemp("s") / "state")
@@ -209,7 +209,7 @@ def snapshot() -> Snapshot:
             if p is not None:
                 procs[p.pid] = p
     mounts = {" ".join(line.split()[:3]) for line in Path("/proc/mounts").read_text().splitlines()}
-    wg = {p.name for p in WG_DIR.iterdir()} if WG_DIR.exists() else set()
+    wg = set(wg_backend.sockets(""))
     socks = {p.name for p in SOCKET_RUN_DIR.iterdir()} if SOCKET_RUN_DIR.exists() else set()
     return Snapshot(names, _links(), mounts, nft, procs, wg, socks,
                     namespace_inodes(sorted(names)))
@@ -304,14 +304,13 @@ class Sentinels:
 
 @contextlib.contextmanager
 def sentinels(lab_name: str, tmp_path: Path) -> Iterator[Sentinels]:
-    """A namespace keep-<hex> with a process in it, a file in /var/run/wireguard named like
-    the lab `<lab>0` (whose prefix starts with this lab's name), a tmpfs mount beside the
-    state directory."""
+    """A namespace keep-<hex> with a process in it, a file in WireGuard's socket directory
+    named like a socket of the lab `<lab>0` (whose prefix starts with this lab's name), a
+    tmpfs mount beside the state directory."""
     ns = f"keep-{os.urandom(3).hex()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     proc = subprocess.Popen(in_netns(ns, "sleep", "600"))
-    WG_DIR.mkdir(parents=True, exist_ok=True)
-    wg_file = WG_DIR / f"{lab_name}0-w1.sock"
+    wg_file = wg_backend.sentinel_socket_file(f"{lab_name}0-w1")
     wg_file.write_text("not a socket; not made by netlab\n")
     mnt = tmp_path / "keep-mount"
     mnt.mkdir()

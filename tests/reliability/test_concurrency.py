@@ -122,9 +122,9 @@ def test_two_failovers_at_once_one_wins_the_other_is_refused(race_lab: LabEnv) -
         loser = next(err for code, _, err in outcomes if code != 0)
         line = one_line(loser)
         assert line.startswith("netlab:"), line
-        # "held by 'netlab failover' (pid N)", or the state refused it; the holder's name is
-        # missing when the loser reads the lock file in the instant after the winner's flock
-        # and before it writes its name (test_lock_refusal_names_the_holder, xfail)
+        # "held by 'netlab failover' (pid N)", or the state refused it; in the instant after
+        # the winner's flock and before it writes its name, the holder comes from
+        # /proc/locks (test_lock_refusal_names_the_holder)
         assert "held by" in line or "Failover" in line, line
         state = json.loads((lab.lab_dir / "state.json").read_text())
         assert state["replicas"]["acme/web"]["state"] == "Failover"

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import wg_backend
 from conftest import LabEnv
 from reliability_helpers import alive, in_netns, module_lab, pid_of, poll
 
@@ -27,7 +28,9 @@ pytestmark = pytest.mark.root
 REPLICA = "192.168.10.11"
 INTERVAL = 0.05
 PAUSE = 2.5  # of healthy traffic after each recovery: the ping runs ~10 s in all
-VICTIMS = ["proxyarp", "wireguard:acme/nea-lan", "wireguard:sp/nea-acme-lan"]
+# the WireGuard processes only where the backend runs any (wireguard-go, not kernel links)
+VICTIMS = ["proxyarp",
+           *wg_backend.process_records("wireguard:acme/nea-lan", "wireguard:sp/nea-acme-lan")]
 REPLY = re.compile(r"^\[(?P<ts>\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(?P<seq>\d+)")
 
 

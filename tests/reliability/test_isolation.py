@@ -21,12 +21,13 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import wg_backend
 from conftest import LabEnv
-from reliability_helpers import WG_DIR, in_netns, module_lab, python_in, run_in
+from reliability_helpers import in_netns, module_lab, python_in, run_in
 
 from netlab.lab import SOCKET_RUN_DIR
 
@@ -117,10 +118,22 @@ class Capture:
                 seen += os.read(fd, 4096)
             assert self.proc.poll() is None and time.monotonic() < deadline, seen
 
-    def stop(self) -> list[dict[str, str]]:
-        time.sleep(0.3)
+    def stop(self, until: Callable[[list[dict[str, str]]], bool],
+             timeout: float = 30) -> list[dict[str, str]]:
+        """Read packets until `until(packets)` holds (or `timeout` passed), then stop:
+        no fixed wait that a slow machine could outlast."""
+        fd, out, deadline = self.proc.stdout.fileno(), b"", time.monotonic() + timeout
+        while not until(self._parse(out)) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out += chunk
         self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
+        rest, _ = self.proc.communicate(timeout=10)
+        return self._parse(out + rest)
+
+    def _parse(self, out: bytes) -> list[dict[str, str]]:
         return [m.groupdict() for m in map(self.LINE.search, out.decode().splitlines()) if m]
 
 
@@ -162,7 +175,9 @@ def test_gateway_forwards_only_the_tunnel_ports_and_hides_its_management(
             result = json.loads(python_in(probe, SCAN, GATEWAY, json.dumps(SCAN_PORTS),
                                           timeout=120))
         finally:
-            seen = capture.stop()
+            # the two forwarded tunnel ports, then anything else that came with them
+            seen = capture.stop(until=lambda packets: len(
+                {(p["dst"], p["dport"]) for p in packets}) >= len(TUNNEL_PORTS))
     finally:
         os.kill(listener.pid, signal.SIGKILL)
         listener.wait()
@@ -196,9 +211,12 @@ def test_private_keys_and_control_sockets_are_root_only(lab: LabEnv) -> None:
     for sock in sockets:
         assert stat.S_ISSOCK(sock.stat().st_mode)
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600, sock
-    wg_sockets = sorted(WG_DIR.glob(f"{lab.prefix}w*.sock"))
-    assert len(wg_sockets) == 4
-    for sock in wg_sockets:
+    # four WireGuard interfaces (two pairs); their control sockets, if the backend makes
+    # any, are not accessible to group or others
+    found = wg_backend.artefacts(lab.prefix, lab.namespaces())
+    interfaces = {link.split(":")[1]: link.split(":")[0] for link in found["links"]}
+    assert len(interfaces) == 4 and found == wg_backend.expected(interfaces), found
+    for sock in wg_backend.socket_paths(f"{lab.prefix}w"):
         assert stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0, sock
 
 
@@ -217,3 +235,25 @@ def test_no_command_output_or_log_contains_a_private_key(lab: LabEnv) -> None:
     assert "state.json" in outputs and any(k.startswith("logs/") for k in outputs)
     found = [where for where, text in outputs.items() if any(key in text for key in keys)]
     assert not found, f"a private key appears in: {found}"
+
+
+def test_no_private_key_on_any_command_line_while_the_tunnels_run(lab: LabEnv) -> None:
+    """Keys reach wg as files (`private-key FILE`), never as arguments: every process of
+    the machine is read while both tunnels are up."""
+    keys = private_keys(lab)
+    assert lab.status()["neas"]["acme/lan"]["power"] == "on"
+    assert lab.status()["neas"]["globex/lan"]["power"] == "on"
+    seen, found = 0, []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        seen += 1
+        if any(key in cmdline for key in keys):
+            found.append(f"pid {entry.name}: {cmdline[:80]}")
+    assert seen > 10, "could not read the processes' command lines"
+    assert not found, f"a private key is on a command line: {found}"

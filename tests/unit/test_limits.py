@@ -9,7 +9,7 @@ from netlab.limits import Limit, LimitReached
 
 
 def inotify(value: int, in_use: int) -> Limit:
-    return Limit("fs.inotify.max_user_instances", value, in_use, 2, "one per wireguard-go")
+    return Limit("fs.inotify.max_user_instances", value, in_use, 2, "one per tunnel process")
 
 
 def test_room_is_what_is_left_divided_by_what_a_pair_takes() -> None:

@@ -123,7 +123,14 @@ def test_send_tolerates_an_address_that_is_already_there() -> None:
     sock = FakeSocket([ack(1, -17)])
     b = nb.Batch(sock, "x-vm")
     b.add_address(2, "192.168.10.11/24", "x-v1")
-    b.send()
+    b.send()  # EEXIST for an address: no error
+    assert len(sock.sent) == 1 and len(b) == 0
+    # only EEXIST, only for an address: another error on the same request is raised
+    refused = FakeSocket([ack(1, -19, "No such device")])
+    other = nb.Batch(refused, "x-vm")
+    other.add_address(2, "192.168.10.11/24", "x-v1")
+    with pytest.raises(nb.LabError, match="No such device"):
+        other.send()
 
 
 def test_send_of_an_empty_batch_sends_nothing() -> None:
