@@ -242,7 +242,7 @@ def render(args: argparse.Namespace, results: dict, sizes: dict[str, dict[str, i
         *machine_lines(),
         f"load:     {' '.join(f'{x:.2f}' for x in LOAD_AT_START)} (1/5/15 min, at start)",
         f"command:  {shlex.join([Path(sys.executable).name, *sys.argv])}",
-        f"netlab:   {shlex.join(netlab_argv())}",
+        f"netlab:   {shlex.join(_relative(a) for a in netlab_argv())}",
         f"runs:     {args.runs} (median shown; wall time of the whole command, "
         "Python start included)",
         "",
@@ -292,6 +292,11 @@ def write_results(path: Path, report: str) -> None:
         report=report,
     )
     replace_results_section(path, "Bring-up", section)
+
+
+def _relative(path: str) -> str:
+    """Inside the checkout, relative to it: a results file names no path outside the repository."""
+    return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
 
 
 def main() -> int:
