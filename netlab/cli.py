@@ -350,8 +350,13 @@ def replicate(vms: tuple[str, ...], lab_name: str | None, as_json: bool) -> None
     for row in outcome:
         if "skipped" in row:
             click.echo(f"{row['vm']}: skipped, {row['skipped']}")
+        elif "failed" in row:
+            click.echo(f"{row['vm']}: failed, {row['failed']}", err=True)
         else:
-            click.echo(f"{row['vm']}: restore point {row['restore_point']}")
+            click.echo(f"{row['vm']}: restore point {row['restore_point']} "
+                       f"({row['seconds']:.1f} s, {row.get('bytes_sent') or 0} bytes sent)")
+    if any("failed" in row for row in outcome):
+        sys.exit(1)
 
 
 @main.command("restore-points")
@@ -434,6 +439,7 @@ EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.demo:demo",
     "netlab.commands.cloud_plan:plan_group",
     "netlab.commands.web:web",
+    "netlab.commands.wan:wan_group",
 ]
 
 

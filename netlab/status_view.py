@@ -32,7 +32,8 @@ def status_renderable(data: dict[str, Any]) -> RenderableType:
         f"[bold]lab {data['lab']}[/bold]: {data['status']} (state: {data['state_dir']})",
         emoji=False)]
     vms = Table(title="VMs and replicas", title_justify="left")
-    for column in ("VM", "address", "power", "replica state", "replication", "restore points"):
+    for column in ("VM", "address", "power", "replica state", "replication", "restore points",
+                   "RPO", "last job"):
         vms.add_column(column)
     for vm in data["vms"]:
         state = vm["replica_state"] or "-"
@@ -44,6 +45,7 @@ def status_renderable(data: dict[str, Any]) -> RenderableType:
             f"[{style}]{state}[/{style}]" if style else state,
             "n/a (DHCP)" if vm["dhcp"] else vm["replication"] or "-",
             str(vm["restore_points"]) if vm["replica"] else "-",
+            *_rpo_cells(vm.get("rpo")),
         )
     parts.append(vms)
     if data.get("tunnels"):
@@ -75,6 +77,25 @@ def status_renderable(data: dict[str, Any]) -> RenderableType:
         nodes.add_row(node["name"], node["power"], node["namespace"], ifaces)
     parts.append(nodes)
     return Group(*parts)
+
+
+def _rpo_cells(rpo: dict[str, Any] | None) -> tuple[str, str]:
+    """The age of the newest restore point (red over the goal) and the last job's result."""
+    if not rpo:
+        return "-", "-"
+    age = rpo.get("age_seconds")
+    cell = "-" if age is None else f"{age:.0f} s"
+    if rpo.get("goal_seconds") is not None:
+        cell += f" / goal {rpo['goal_seconds']:g} s"
+        if rpo.get("over_goal"):
+            cell = f"[bold red]{cell} OVER[/bold red]"
+    job = rpo.get("last_job")
+    if not job:
+        return cell, "-"
+    ago = f"{time.time() - job.get('finished', job['started']):.0f} s ago"
+    if job["result"] == "ok":
+        return cell, f"ok: point {job.get('restore_point')} in {job.get('seconds', 0):.1f} s, {ago}"
+    return cell, f"[red]{job['result']}[/red] {ago}: {job.get('reason', '')}"
 
 
 def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool = False,

@@ -25,6 +25,9 @@ from netlab.processes import (
     start_process,
     stop_process,
 )
+from netlab.receiver import RECORD_NAME as RECEIVER_RECORD
+from netlab.receiver import start_receiver
+from netlab.replication import Replicator
 from netlab.workloads import start_dhcp_server, start_http_server
 
 POLL_SECONDS = 0.2
@@ -79,6 +82,8 @@ def restart(lab: Lab, name: str) -> ProcessRecord | None:
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
         nea.start_proxy_daemon(lab, tunnel, "sp" if target == tunnel.sp_nea else "tenant")()
         return None
+    elif name == RECEIVER_RECORD:
+        rec = start_receiver(plan, lab.dir.root, run_dir, logs)
     elif kind == "wireguard":
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
         # Both sides: a fresh client handshakes at once, where a client left running
@@ -159,9 +164,14 @@ def run(lab_name: str) -> int:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    replicator = Replicator(lab)  # schedules and the VMs' records (netlab.replication)
     while not stop and lab.dir.exists():
         if lab.dir.read().get("status") == "up":
             supervise_once(lab)
+            try:
+                replicator.tick(lab.dir.read())
+            except Exception as exc:  # a bad tick must not stop the restarts
+                log.warning("replication tick failed: %s", exc)
         reap_children()
         time.sleep(POLL_SECONDS)
     return 0
