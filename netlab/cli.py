@@ -279,6 +279,9 @@ def _report(result: Any, as_json: bool) -> None:
     if result.recovery_seconds is not None:
         line += f"; recovery time {result.recovery_seconds:.3f} s (command start to first reply)"
     click.echo(line)
+    for vm, rpo in getattr(result, "rpo", {}).items():
+        click.echo(f"{vm}: restore point {rpo['restore_point']}, RPO {rpo['age_seconds']:.1f} s, "
+                   f"{rpo['records_lost']} records written after it lost")
 
 
 def _lifecycle(command: str, help_text: str, discards: str | None = None) -> None:

@@ -36,6 +36,7 @@ def rsyncd_config(plan: LabPlan, sp_root: Path, log_path: Path) -> str:
         "uid = root",
         "gid = root",
         "numeric ids = yes",
+        "reverse lookup = no",  # the lab has no DNS: a lookup would wait for its timeout
         f"log file = {log_path}",
         "max connections = 0",
         "timeout = 60",

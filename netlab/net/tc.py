@@ -80,11 +80,12 @@ def apply_conditions(netns: str, ifname: str, cond: LinkConditions) -> None:
 def loss_ruleset(ifname: str, percent: float) -> str:
     # in hundredths of a percent, so that 0.5% is exact
     threshold = round(percent * 100)
+    match = "" if threshold >= 10000 else f"numgen random mod 10000 < {threshold} "
     return (
         f"table ip {LOSS_TABLE} {{\n"
         f"  chain egress {{\n"
         f"    type filter hook postrouting priority 100; policy accept;\n"
-        f'    oifname "{ifname}" numgen random mod 10000 < {threshold} drop '
+        f'    oifname "{ifname}" {match}drop '
         f'comment "wan loss {percent:g}%"\n'
         f"  }}\n"
         f"}}\n"
