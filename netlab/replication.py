@@ -304,7 +304,8 @@ class Replicator:
                    if state.get("nodes", {}).get(vm, {}).get("power") == "on"}
         intervals = {f"{t}/{v}": plan.topology.tenants[t].replication.record_interval
                      for t, v, _ in plan.topology.static_vms()}
-        self.writer.tick({vm: d for vm, d in powered.items() if d.is_dir()}, intervals, now)
+        self.writer.tick({vm: d for vm, d in powered.items() if d.is_dir() and intervals[vm]},
+                         intervals, now)
         begun = []
         jobs = state.get("replication_jobs", {})
         for vm, (interval, _goal) in schedule(plan).items():

@@ -109,13 +109,20 @@ class Vm(_Strict):
     replication: VmReplication | None = None
 
 
+def _record_interval(seconds: float) -> float:
+    if 0 < seconds < 0.1:
+        raise ValueError("records more often than every 0.1 s would be a load test, not a "
+                         "workload; use 0 for no records")
+    return seconds
+
+
 class Replication(_Strict):
     retention: StrictInt = Field(3, ge=1, le=100, description="restore points kept per VM")
     interval: Duration | None = Field(
         None, gt=0, description="a replication job per VM this often while the lab is up")
     rpo_goal: Duration | None = Field(None, gt=0, description="status flags a VM over it")
-    record_interval: Duration = Field(
-        1.0, ge=0.1, description="each static VM appends a record to its disk this often")
+    record_interval: Annotated[Duration, AfterValidator(_record_interval)] = Field(
+        1.0, description="each static VM appends a record to its disk this often (0: never)")
 
 
 class Tenant(_Strict):
