@@ -481,7 +481,7 @@ def test_unreadable_topology_file_is_one_line(lab_env: LabEnv, tmp_path: Path, k
 def test_down_leaves_no_namespace(lab_env: LabEnv) -> None:
     lab_env.netlab("up")
     namespaces = lab_env.namespaces()
-    assert len(namespaces) == 24
+    assert len(namespaces) == 25  # with sp/repl, the replication receiver
     inodes = namespace_inodes(namespaces)
     assert pids_in(inodes), "a lab that is up runs its workloads"
     done = lab_env.netlab("down")
@@ -561,7 +561,7 @@ def test_up_after_a_crash_recovers_by_itself(lab_env: LabEnv, tmp_path: Path) ->
     assert f"lab {lab.name} is up" in done.stdout
     page = curl(lab, "acme/db", "http://192.168.10.11/")
     assert ACME_PAGE in page.stdout, page.stderr
-    assert len(lab.namespaces()) == 24
+    assert len(lab.namespaces()) == 25
 
 
 def test_cleanup_of_one_lab_leaves_another_untouched(

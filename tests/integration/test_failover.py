@@ -39,7 +39,7 @@ WEB = "192.168.10.11"
 STEPS = ["start", "roll-back", "power-on", "sp-nea", "replication-hold", "tenant-nea",
          "delta", "proven"]
 # What may run inside a lab's namespaces while no replica is at the SP.
-WORKLOAD_COMMS = {"busybox", "httpd", "dnsmasq"}
+WORKLOAD_COMMS = {"busybox", "httpd", "dnsmasq", "rsync"}  # rsync: the replication receiver
 
 
 class LabRun:
