@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -247,3 +248,22 @@ def test_the_receiver_address_must_be_free_on_the_core() -> None:
     with pytest.raises(TopologyError, match=re.escape(
             "sp_core_address: 10.99.0.11 is already used by provider.replication_address")):
         parse_topology(yaml.safe_dump(data))
+
+
+# ----- status ----------------------------------------------------------------------------
+
+
+def test_status_shows_the_rpo_flags_it_over_the_goal_and_gives_the_failure() -> None:
+    from netlab.status_view import _rpo_cells
+
+    now = time.time()
+    ok = {"age_seconds": 12.0, "goal_seconds": 60.0, "over_goal": False,
+          "last_job": {"result": "ok", "restore_point": 4, "seconds": 0.2, "started": now,
+                       "finished": now}}
+    assert _rpo_cells(ok)[0] == "12 s / goal 60 s" and "ok: point 4" in _rpo_cells(ok)[1]
+    failed = {"age_seconds": 75.0, "goal_seconds": 60.0, "over_goal": True,
+              "last_job": {"result": "failed", "reason": "no connection (WAN down?)",
+                           "started": now, "finished": now}}
+    age, last = _rpo_cells(failed)
+    assert "OVER" in age and "failed" in last and "WAN down?" in last
+    assert _rpo_cells(None) == ("-", "-")
