@@ -199,3 +199,12 @@ def test_a_cut_wan_fails_jobs_visibly_and_replication_recovers_unaided(
     assert ok["trigger"] == "schedule"
     wait_for("the RPO back under its goal", lambda: not next(
         v["rpo"] for v in lab.status()["vms"] if v["name"] == WEB)["over_goal"])
+
+    # The receiver is supervised: killed, it is restarted and the schedule carries on.
+    daemon = state(lab)["processes"]["rsyncd:sp/repl"]
+    os.kill(daemon["pid"], 9)
+    wait_for("the receiver restarted", lambda: state(lab)["processes"].get(
+        "rsyncd:sp/repl", {}).get("pid") not in (None, daemon["pid"]))
+    killed = time.time()
+    wait_for("a job after the restart", lambda: (
+        j := job(lab)).get("result") == "ok" and j["started"] > killed)
