@@ -99,8 +99,10 @@ def topology(path: Path, interval: float) -> Path:
 
 def transfer(bench: Bench) -> list[str]:
     bench.cli("vm", "stop", "acme/web")
-    lines = ["transfer of 20 MB of changes (acme/web), `netlab replicate`:",
-             "link        job time  bytes sent   throughput  of rate  rate predicts  ratio"]
+    lines = ["transfer of 20 MB of changes (acme/web), `netlab replicate`; then a failover",
+             "of acme/web under the same profile (recovery: command start to first reply):",
+             "link        job time  bytes sent   throughput  of rate  rate predicts  ratio"
+             "  recovery"]
     baseline = None
     for number, (label, rate) in enumerate(RATES):
         bench.set_rate(None if rate is None else label)
@@ -108,14 +110,18 @@ def transfer(bench: Bench) -> list[str]:
         [row] = json.loads(bench.cli("replicate", "acme/web", "--json").stdout)
         seconds, sent = row["seconds"], row["bytes_sent"]
         mbit = sent * 8 / seconds / 1e6
+        result = json.loads(bench.cli("failover", "acme/web", "--json").stdout)
+        bench.cli("undo", "--yes", "acme/web")
+        recovery = result["recovery_seconds"] or float("nan")
         if rate is None:
             baseline = seconds
             lines.append(f"{label:<10} {seconds:8.2f}s {sent:11d} {mbit:9.1f}mbit        -"
-                         f"              -      -")
+                         f"              -      - {recovery:8.3f}s")
             continue
         predicted = sent * 8 / rate
         lines.append(f"{label:<10} {seconds:8.2f}s {sent:11d} {mbit:9.1f}mbit "
-                     f"{mbit * 1e6 / rate:7.0%} {predicted:13.2f}s {seconds / predicted:6.2f}")
+                     f"{mbit * 1e6 / rate:7.0%} {predicted:13.2f}s {seconds / predicted:6.2f}"
+                     f" {recovery:8.3f}s")
     bench.set_rate(None)
     lines.append(f"(baseline: the unshaped veth through the gateway, {baseline:.2f} s)")
     return lines
