@@ -313,7 +313,7 @@ def test_status_lists_every_node_and_vm(default_lab: LabEnv) -> None:
         assert shown["namespace"] == node.netns
         assert shown["kind"] == str(node.kind)
         expected_power = "on" if node.kind in (NodeKind.GATEWAY, NodeKind.EDGE,
-                                               NodeKind.VM) else "off"
+                                               NodeKind.VM, NodeKind.RECEIVER) else "off"
         assert shown["power"] == expected_power, name
         ifaces = {i["name"]: i for i in shown["interfaces"]}
         assert set(ifaces) == {p.name for p in node.ports}, name
