@@ -174,7 +174,8 @@ class Lab:
     # ----- lifecycle -------------------------------------------------------------------
 
     def failover(self, *vms: str, restore_point: str | int | None = None) -> Any:
-        """Partial failover of VMs; returns the OperationResult (recovery_seconds, warnings)."""
+        """Partial failover of VMs; returns the OperationResult (recovery_seconds, warnings,
+        rpo: per VM the restore point used, its age in seconds and the records lost)."""
         from netlab.orchestrator import operations
 
         point = None if restore_point is None else str(restore_point)

@@ -298,6 +298,9 @@ def _report(result: Any, as_json: bool) -> None:
     if result.recovery_seconds is not None:
         line += f"; recovery time {result.recovery_seconds:.3f} s (command start to first reply)"
     click.echo(line)
+    for vm, rpo in getattr(result, "rpo", {}).items():
+        click.echo(f"{vm}: restore point {rpo['restore_point']}, RPO {rpo['age_seconds']:.1f} s, "
+                   f"{rpo['records_lost']} records written after it lost")
 
 
 def known_vms(lab: Any, names: tuple[str, ...] | list[str], edges: bool = False) -> None:
@@ -421,8 +424,13 @@ def replicate(vms: tuple[str, ...], lab_name: str | None, as_json: bool) -> None
     for row in outcome:
         if "skipped" in row:
             click.echo(f"{row['vm']}: skipped, {row['skipped']}")
+        elif "failed" in row:
+            click.echo(f"{row['vm']}: failed, {row['failed']}", err=True)
         else:
-            click.echo(f"{row['vm']}: restore point {row['restore_point']}")
+            click.echo(f"{row['vm']}: restore point {row['restore_point']} "
+                       f"({row['seconds']:.1f} s, {row.get('bytes_sent') or 0} bytes sent)")
+    if any("failed" in row for row in outcome):
+        sys.exit(1)
 
 
 def _plural(count: int, word: str) -> str:
@@ -530,6 +538,7 @@ EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.meta:version",
     "netlab.commands.meta:labs",
     "netlab.commands.meta:completion",
+    "netlab.commands.wan:wan_group",
 ]
 
 

@@ -43,6 +43,7 @@ KIND_COLORS = {
     NodeKind.SP_NEA: "#d9d2e9",
     NodeKind.VM: "#ffffff",
     NodeKind.REPLICA: "#ffffff",
+    NodeKind.RECEIVER: "#cfe2f3",
 }
 OFF_FILL = "#eeeeee"
 OFF_LINE = "#999999"
@@ -96,6 +97,8 @@ def _describe(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> list[s
         facts.append("tenant NEA" if node.kind is NodeKind.TENANT_NEA else "SP NEA")
     elif node.kind is NodeKind.GATEWAY:
         facts.append("cloud gateway")
+    elif node.kind is NodeKind.RECEIVER:
+        facts.append("replication receiver")
     elif node.kind is NodeKind.EDGE:
         facts.append("edge router, NAT")
     facts.append(f"power {node_power(node, state)}")
@@ -270,7 +273,7 @@ def _dot_tunnels(plan: LabPlan, state: dict[str, Any] | None) -> list[str]:
 
 _NODE_RANKS = {
     NodeKind.VM: 0, NodeKind.TENANT_NEA: 0, NodeKind.EDGE: 2, NodeKind.GATEWAY: 4,
-    NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8,
+    NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8, NodeKind.RECEIVER: 6,
 }
 
 

@@ -52,11 +52,13 @@ from netlab.processes import (
     stop_processes,
 )
 from netlab.proxyarp.client import ProxyArpClient
+from netlab.receiver import start_receiver
 from netlab.replica_state import RUNNING_AT_SP
 from netlab.run import require_tool
 from netlab.state import LabDir
 from netlab.topology import Topology, load_topology, parse_topology
 from netlab.topology.loader import default_topology_text
+from netlab.wan import apply_topology_wan
 from netlab.workloads import lease_address, start_dhcp_server, start_http_server
 
 Progress = Callable[[str], None]
@@ -361,6 +363,11 @@ class Lab:
                     state.setdefault("processes", {}).update(
                         {r.name: r.to_dict() | {"supervised": True} for r in records})
             rulesets_applied()
+            # the provider's replication receiver, and the WAN profiles of the topology
+            records.append(start_receiver(plan, self.dir.root, run_dir, logs))
+            with self.dir.update() as state:
+                state["processes"][records[-1].name] = records[-1].to_dict() | {"supervised": True}
+                state["wan"] = apply_topology_wan(plan)
             for warning in links_tuned():
                 progress(f"warning: {warning}")
                 self.dir.journal("warning", message=warning)
@@ -520,6 +527,7 @@ class Lab:
                     "restore_points": len(storage.list_restore_points(self.replica_dir(vm.name)))
                     if replica
                     else 0,
+                    "rpo": self._rpo_status(plan, state, vm) if replica else None,
                 }
             )
         processes = {
@@ -559,6 +567,19 @@ class Lab:
         info["pairs_on"] = sum(1 for n in state.get("neas", {}).values()
                                if n.get("power") == "on")
         return info
+    def _rpo_status(self, plan: LabPlan, state: dict[str, Any], vm: Node) -> dict[str, Any]:
+        """Age of the newest restore point (the RPO if the VM failed now), the last job."""
+        points = storage.list_restore_points(self.replica_dir(vm.name))
+        age = time.time() - points[-1].created.timestamp() if points else None
+        tenant = plan.topology.tenants[vm.tenant or ""]
+        own = tenant.vms[vm.vm or ""].replication
+        goal = (own.rpo_goal if own and own.rpo_goal else None) or tenant.replication.rpo_goal
+        interval = (own.interval if own and own.interval else None) or tenant.replication.interval
+        return {"newest_point": points[-1].id if points else None,
+                "age_seconds": round(age, 1) if age is not None else None,
+                "goal_seconds": goal, "interval_seconds": interval,
+                "over_goal": goal is not None and (age is None or age > goal),
+                "last_job": state.get("replication_jobs", {}).get(vm.name)}
 
     def node_power(self, state: dict[str, Any], node: Node) -> str:
         if node.kind in (NodeKind.TENANT_NEA, NodeKind.SP_NEA):

@@ -17,6 +17,7 @@ what                   namespace                       node name (CLI, status)
 internet segment       ``<lab>-inet``                  (segment ``inet``)
 SP core segment        ``<lab>-sp.core``               (segment ``sp/core``)
 cloud gateway          ``<lab>-sp.cgw``                ``sp/cgw``
+replication receiver   ``<lab>-sp.repl``               ``sp/repl``
 tenant LAN segment     ``<lab>-<t>.<net>.sw``          (segment ``<t>/<net>``)
 tenant edge router     ``<lab>-<t>.edge``              ``<t>/edge``
 tenant VM              ``<lab>-<t>.<vm>``              ``<t>/<vm>``
@@ -30,12 +31,15 @@ Interfaces are named ``<lab>-<role><n>``: at most 8 + 1 + 1 + 5 = 15
 characters, the kernel's limit, and unique across labs because the prefix is.
 ``n`` counts links in plan order (deterministic for a topology). Roles: ``v``
 a VM's or replica's NIC, ``e`` an edge router port, ``n`` an NEA port, ``g`` a
-gateway port, ``p`` the bridge-side end of any veth, ``b`` a bridge, ``w`` a
+gateway port, ``r`` the replication receiver's port, ``p`` the bridge-side end
+of any veth, ``b`` a bridge, ``w`` a
 WireGuard interface (its name also names wireguard-go's control socket
 ``/var/run/wireguard/<name>.sock``, shared by all namespaces).
 
 Ports: tenant NEA -> cloud gateway UDP ``tunnel_port`` of the network (6180,
 6181, ...); the gateway DNATs it to the SP NEA's ``nea_listen_port`` (1195).
+Replication: tenant edge -> cloud gateway TCP ``REPLICATION_PORT`` (6180), DNATed
+to the rsync daemon of ``sp/repl`` on the same port.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from netlab.errors import TopologyError
-from netlab.topology.model import Network, Tenant, Topology
+from netlab.topology.model import Network, Tenant, Topology, replication_address
 
 LAB_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,8}$")
 MAX_LINKS = 99_999
@@ -70,6 +74,7 @@ TUNNEL_TCP_MSS = 1380
 # With no plan running nothing carries the mark and the rule matches nothing.
 PLAN_MARK = 0x6E6C0001
 PLAN_MARK_RULE = f'    meta mark {PLAN_MARK:#x} accept comment "cloud failover plan"'
+REPLICATION_PORT = 6180  # TCP, at the cloud gateway and at sp/repl's rsync daemon
 
 
 class NodeKind(StrEnum):
@@ -79,6 +84,7 @@ class NodeKind(StrEnum):
     REPLICA = "replica"
     TENANT_NEA = "tenant-nea"
     SP_NEA = "sp-nea"
+    RECEIVER = "receiver"
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,7 @@ def build_plan(lab: str, topology: Topology) -> LabPlan:
     builder.provider_core()
     for tenant_name, tenant in topology.tenants.items():
         builder.tenant(tenant_name, tenant)
+    builder.receiver()  # last: the names of every other link stay as they were
     plan = LabPlan(lab, topology, builder.segments, builder.nodes, builder.tunnels,
                    tuple(builder.dhcp))
     namespaces = plan.namespaces
@@ -308,6 +315,12 @@ class _PlanBuilder:
         gw_inet = self.port("g", inet, provider.gateway)
         gw_core = self.port("g", sp_core, provider.core_gateway)
         self.add("sp/cgw", NodeKind.GATEWAY, "sp.cgw", (gw_inet, gw_core), forwarding=True)
+
+    def receiver(self) -> None:
+        provider = self.topology.provider
+        port = self.port("r", self.segments["sp/core"], replication_address(provider))
+        self.add("sp/repl", NodeKind.RECEIVER, "sp.repl", (port,),
+                 (Route("default", via=str(provider.core_gateway)),))
 
     def tenant(self, tenant_name: str, tenant: Tenant) -> None:
         lan_segments = {
@@ -413,6 +426,11 @@ def gateway_ruleset(plan: LabPlan) -> str:
             f'    iifname "{inet_if}" oifname "{core_if}" ip daddr {sp_core} '
             f"udp dport {tunnel.listen_port} ct status dnat accept comment \"tunnel {tunnel.key}\""
         )
+    receiver = plan.nodes["sp/repl"].port.addresses[0].split("/")[0]
+    dnat.append(f'    iifname "{inet_if}" ip daddr {public} tcp dport {REPLICATION_PORT} '
+                f'dnat ip to {receiver}:{REPLICATION_PORT} comment "replication"')
+    forward.append(f'    iifname "{inet_if}" oifname "{core_if}" ip daddr {receiver} tcp dport '
+                   f'{REPLICATION_PORT} ct status dnat accept comment "replication"')
     return _ruleset(
         chain("prerouting", "nat", "prerouting", -100, "accept", dnat),
         chain(

@@ -40,11 +40,12 @@ def render_status(data: dict[str, Any], console: Console | None = None,
     console.print(status_renderable(data, wide))
 
 
-def _vm_table(data: dict[str, Any]) -> Table:
+def _vm_table(data: dict[str, Any], wide: bool = False) -> Table:
     vms = _table("VMs and replicas")
     vms.add_column("VM", overflow="fold")
     vms.add_column("address", no_wrap=True)  # never cut: it is what users copy
-    for column in ("power", "replica state", "replication", "points"):
+    for column in ("power", "replica state", "replication", "points", "RPO",
+                   *(["last job"] if wide else [])):
         vms.add_column(column)
     for vm in data["vms"]:
         state = vm["replica_state"] or "-"
@@ -56,8 +57,19 @@ def _vm_table(data: dict[str, Any]) -> Table:
             f"[{style}]{state}[/{style}]" if style else state,
             "DHCP, none" if vm["dhcp"] else vm["replication"] or "-",
             str(vm["restore_points"]) if vm["replica"] else "-",
+            *_rpo_cells(vm.get("rpo"))[:2 if wide else 1],
         )
     return vms
+
+
+def _failed_jobs(data: dict[str, Any]) -> Text | None:
+    """Replication jobs whose last run failed, with the reason (80 columns: one a line)."""
+    lines = []
+    for vm in data["vms"]:
+        job = (vm.get("rpo") or {}).get("last_job") or {}
+        if job and job.get("result") != "ok":
+            lines.append(f"replication of {vm['name']} {job['result']}: {job.get('reason', '')}")
+    return Text("\n".join(lines), style="red") if lines else None
 
 
 def _tunnel_table(data: dict[str, Any]) -> Table:
@@ -110,7 +122,9 @@ def status_renderable(data: dict[str, Any], wide: bool = False) -> RenderableTyp
     parts: list[RenderableType] = [Text.from_markup(
         f"[bold]lab {data['lab']}[/bold]: {data['status']} (state: {data['state_dir']})",
         emoji=False)]
-    parts.append(_vm_table(data))
+    parts.append(_vm_table(data, wide))
+    if failed := _failed_jobs(data):
+        parts.append(failed)
     if data.get("tunnels"):
         parts.append(_tunnel_table(data))
     if data.get("wireguard") and data["wireguard"].get("backend"):
@@ -145,6 +159,23 @@ def render_node(node: dict[str, Any], vm: dict[str, Any] | None,
                      f"{','.join(i['addresses']) or '-'} {i['state']}")
     for line in lines:
         console.print(Text.from_markup(line, emoji=False), soft_wrap=True)
+
+
+def _rpo_cells(rpo: dict[str, Any] | None) -> tuple[str, str]:
+    """The age of the newest restore point (red over the goal) and the last job's result."""
+    if not rpo:
+        return "-", "-"
+    age = rpo.get("age_seconds")
+    cell = "-" if age is None else f"{age:.0f} s"
+    if rpo.get("over_goal"):  # the goal itself: --wide, status VM, --json
+        cell = f"[bold red]{cell} > {rpo['goal_seconds']:g}[/bold red]"
+    job = rpo.get("last_job")
+    if not job:
+        return cell, "-"
+    ago = f"{time.time() - job.get('finished', job['started']):.0f} s ago"
+    if job["result"] == "ok":
+        return cell, f"ok: point {job.get('restore_point')} in {job.get('seconds', 0):.1f} s, {ago}"
+    return cell, f"[red]{job['result']}[/red] {ago}: {job.get('reason', '')}"
 
 
 def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool = False,

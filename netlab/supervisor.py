@@ -18,7 +18,14 @@ from netlab import nea, storage
 from netlab.lab import Lab
 from netlab.lab_daemons import PROXY_ARP
 from netlab.plan import NodeKind
-from netlab.processes import ProcessRecord, is_alive, stop_process
+from netlab.processes import (
+    ProcessRecord,
+    is_alive,
+    stop_process,
+)
+from netlab.receiver import RECORD_NAME as RECEIVER_RECORD
+from netlab.receiver import start_receiver
+from netlab.replication import Replicator
 from netlab.workloads import start_dhcp_server, start_http_server
 
 POLL_SECONDS = 0.2
@@ -44,6 +51,8 @@ def restart(lab: Lab, name: str) -> ProcessRecord | None:
         # it relearns every appliance and set of the powered-on pairs from the state
         nea.ensure_proxy_daemon(lab)
         return None
+    elif name == RECEIVER_RECORD:
+        rec = start_receiver(plan, lab.dir.root, run_dir, logs)
     elif kind == "wireguard":
         tunnel = next(t for t in plan.tunnels.values() if target in (t.tenant_nea, t.sp_nea))
         # Both sides: a fresh client handshakes at once, where a client left running
@@ -124,9 +133,14 @@ def run(lab_name: str) -> int:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    replicator = Replicator(lab)  # schedules and the VMs' records (netlab.replication)
     while not stop and lab.dir.exists():
         if lab.dir.read().get("status") == "up":
             supervise_once(lab)
+            try:
+                replicator.tick(lab.dir.read())
+            except Exception as exc:  # a bad tick must not stop the restarts
+                log.warning("replication tick failed: %s", exc)
         reap_children()
         time.sleep(POLL_SECONDS)
     return 0

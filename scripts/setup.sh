@@ -61,7 +61,7 @@ py=/usr/bin/python3   # Debian's interpreter on purpose: not pyenv, not whatever
 # ---------------------------------------------------------------- Debian packages
 packages=(
     iproute2 util-linux nftables wireguard-tools wireguard-go dnsmasq-base busybox
-    iputils-arping iputils-ping tcpdump iperf3 curl python3-venv python3-pip procps chromium
+    iputils-arping iputils-ping tcpdump iperf3 curl python3-venv python3-pip procps chromium rsync
 )
 if ((with_graphviz)); then packages+=(graphviz); fi
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab import nea, storage
+from netlab import nea, replication, storage
 from netlab.errors import PreconditionFailed, UnknownNode
 from netlab.lab import Lab
 from netlab.orchestrator import power
@@ -39,6 +39,8 @@ class OperationResult:
     recovery_seconds: float | None = None
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    # failover: per VM, the restore point used, its age (the RPO) and the records lost
+    rpo: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Operation:
@@ -162,9 +164,12 @@ def _run_failover(
     op.log(1, "start", "preconditions hold: static IPs, replicated, replicas Normal, "
            "NEA on the network, no other operation")
     for vm in vms:
+        result.rpo[vm.name] = replication.failover_rpo(lab, vm.name, points[vm.name]).to_dict()
         storage.mount_failover_view(lab.replica_dir(vm.name), points[vm.name])
     op.log(2, "roll-back", ", ".join(
-        f"{vm.name}@sp rolled back to restore point {points[vm.name]}" for vm in vms))
+        f"{vm.name}@sp rolled back to restore point {points[vm.name]} (RPO "
+        f"{result.rpo[vm.name]['age_seconds']:.1f} s, {result.rpo[vm.name]['records_lost']} "
+        "records lost)" for vm in vms), rpo=result.rpo)
     # all replicas at once: one netlink pass, their servers started together, few writes
     power.start_replicas(lab, [plan.nodes[f"{vm.name}@sp"] for vm in vms])
     _set_replicas(lab, {vm.name: {"state": ReplicaState.FAILOVER.value,
@@ -449,29 +454,18 @@ def replicate(
     """A new restore point per VM, kept to the retention; VMs not Normal are skipped."""
     lab.require_up()
     recover_interrupted(lab, say)
-    state = lab.dir.read()
     plan = lab.plan()
     names = vm_names or [v.name for v in plan.vms() if plan.replica_of(v.name)]
     outcome = []
     for name in names:
-        vm = _vm_node(lab, name)
-        replica = state.get("replicas", {}).get(name)
-        if replica is None:
-            outcome.append({"vm": name, "skipped": "no replica (DHCP VMs are not replicated)"})
-            continue
-        if replica.get("replication") == "excluded":
-            outcome.append({"vm": name, "skipped": "excluded from replication: its replica is "
-                            "production after a permanent failover"})
-            continue
-        if replica.get("state") != ReplicaState.NORMAL.value:
-            outcome.append({"vm": name, "skipped": f"replication on hold: replica is "
-                            f"'{replica['state']}' (resumes after undo or commit)"})
-            continue
-        with lab.dir.hold(name, "replicate"):
-            retention = plan.topology.tenants[vm.tenant or ""].replication.retention
-            point = storage.replicate(lab.disk_dir(name), lab.replica_dir(name), retention)
-        lab.dir.journal("replicated", vm=name, restore_point=point.id)
-        outcome.append({"vm": name, "restore_point": point.id})
+        _vm_node(lab, name)
+        # over the network (netlab.replication): tenant edge -> gateway TCP 6180 -> sp/repl
+        job = replication.run_job(lab, name)
+        if job["result"] == "ok":
+            outcome.append({"vm": name, "restore_point": job["restore_point"],
+                            "seconds": job["seconds"], "bytes_sent": job.get("bytes_sent")})
+        else:
+            outcome.append({"vm": name, job["result"]: job["reason"]})
     return outcome
 
 

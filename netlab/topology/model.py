@@ -13,9 +13,18 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+)
 
 from netlab.errors import TopologyError
+from netlab.topology.units import parse_duration, parse_loss, parse_rate
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,13}[a-z0-9]$|^[a-z]$")
 NAME_RULE = (
@@ -36,11 +45,23 @@ Name = Annotated[str, AfterValidator(_check_name)]
 # Strict: `true` is not a port and '6180' is a typo worth reporting, not a number.
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(ge=0, le=3600)]
+# 30, "30s", "500ms", "2m": seconds as a float
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=86400)]
+WanDelay = Annotated[float, BeforeValidator(lambda v: parse_duration(v, "ms")), Field(le=10)]
 
 
 class _Strict(BaseModel):
     # A typo in a topology key must be an error, not a silently ignored setting.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Wan(_Strict):
+    """Conditions of an internet link, applied with tc (see netlab.wan)."""
+
+    rate: Annotated[int, BeforeValidator(parse_rate)] | None = None  # bit/s
+    delay: WanDelay | None = None  # seconds
+    jitter: WanDelay | None = None
+    loss: Annotated[float, BeforeValidator(parse_loss)] | None = None  # percent
 
 
 class Internet(_Strict):
@@ -52,6 +73,10 @@ class Provider(_Strict):
     core_subnet: IPv4Network
     core_gateway: IPv4Address = Field(description="address of sp/cgw on the SP core network")
     nea_listen_port: Port = 1195
+    replication_address: IPv4Address | None = Field(
+        None, description="sp/repl, the replication receiver, on the SP core network "
+        "(default: the last address of core_subnet)")
+    wan: Wan | None = Field(None, description="the provider's uplink (sp/cgw to the internet)")
 
 
 class NeaPair(_Strict):
@@ -70,14 +95,34 @@ class Network(_Strict):
     dhcp_range: tuple[IPv4Address, IPv4Address] | None = None
 
 
+class VmReplication(_Strict):
+    """A VM's own schedule and RPO goal, over its tenant's."""
+
+    interval: Duration | None = Field(None, gt=0)
+    rpo_goal: Duration | None = Field(None, gt=0)
+
+
 class Vm(_Strict):
     network: Name
     address: IPv4Address | None = None
     dhcp: StrictBool = False
+    replication: VmReplication | None = None
+
+
+def _record_interval(seconds: float) -> float:
+    if 0 < seconds < 0.1:
+        raise ValueError("records more often than every 0.1 s would be a load test, not a "
+                         "workload; use 0 for no records")
+    return seconds
 
 
 class Replication(_Strict):
     retention: StrictInt = Field(3, ge=1, le=100, description="restore points kept per VM")
+    interval: Duration | None = Field(
+        None, gt=0, description="a replication job per VM this often while the lab is up")
+    rpo_goal: Duration | None = Field(None, gt=0, description="status flags a VM over it")
+    record_interval: Annotated[Duration, AfterValidator(_record_interval)] = Field(
+        1.0, description="each static VM appends a record to its disk this often (0: never)")
 
 
 class Tenant(_Strict):
@@ -85,6 +130,7 @@ class Tenant(_Strict):
     networks: dict[Name, Network] = Field(min_length=1)
     vms: dict[Name, Vm] = Field(default_factory=dict)
     replication: Replication = Field(default_factory=Replication)
+    wan: Wan | None = Field(None, description="the edge's internet link")
 
 
 class PlanStep(_Strict):
@@ -156,9 +202,16 @@ class Topology(_Strict):
                     yield tenant_name, vm_name, vm
 
 
+def replication_address(provider: Provider) -> IPv4Address:
+    """Where sp/repl, the replication receiver, sits on the SP core network."""
+    if provider.replication_address is not None:
+        return provider.replication_address
+    return provider.core_subnet.broadcast_address - 1
+
+
 def node_names(topology: Topology) -> list[str]:
     """Every node name a user can type, in a stable order (see netlab.plan for the scheme)."""
-    names = ["sp/cgw"]
+    names = ["sp/cgw", "sp/repl"]
     for tenant_name, tenant in topology.tenants.items():
         names.append(f"{tenant_name}/edge")
         for net_name, net in tenant.networks.items():
@@ -203,6 +256,8 @@ def check_topology(topology: Topology) -> Topology:
     internet.take(topology.provider.gateway, "provider.gateway")
     core = _AddressBook("the SP core network", topology.provider.core_subnet)
     core.take(topology.provider.core_gateway, "provider.core_gateway")
+    core.take(replication_address(topology.provider), "provider.replication_address")
+    _check_wan(topology.provider.wan, "provider.wan")
     if topology.internet.subnet.overlaps(topology.provider.core_subnet):
         raise TopologyError(
             f"provider.core_subnet: {topology.provider.core_subnet} overlaps the internet "
@@ -214,6 +269,7 @@ def check_topology(topology: Topology) -> Topology:
         if tenant_name in RESERVED_TENANT_NAMES:
             raise TopologyError(f"{where}: the tenant name {tenant_name!r} is reserved")
         internet.take(tenant.edge, f"{where}.edge")
+        _check_wan(tenant.wan, f"{where}.wan")
         books = _check_networks(topology, tenant_name, tenant, core, tunnel_ports)
         _check_vms(tenant_name, tenant, books)
     names = node_names(topology)
@@ -230,6 +286,11 @@ def check_topology(topology: Topology) -> Topology:
                     f"validate.{index}.nodes: unknown node {node!r} in test {test.name!r}"
                 )
     return topology
+
+
+def _check_wan(wan: Wan | None, where: str) -> None:
+    if wan is not None and wan.jitter and not wan.delay:
+        raise TopologyError(f"{where}.jitter: jitter varies a delay; set {where}.delay too")
 
 
 def _check_failover_plans(topology: Topology, internet: _AddressBook) -> None:

@@ -12,13 +12,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-from netlab.plan import LabPlan
+from netlab.plan import REPLICATION_PORT, LabPlan
 from netlab.run import run, run_side_by_side
 from netlab.verify.base import Check, Context, Target
 from netlab.verify.results import CheckResult, failed, passed, skipped
 from netlab.verify.world import power
 
 NAME = "gateway forwards only tunnel ports"
+REPLICATION = "replication"  # the `tunnel` of the probe of TCP 6180, forwarded to sp/repl
 
 # Source ports of the gateway probes: they tell our probes from anything else in
 # the counters (the edge's masquerade keeps a free source port as it is).
@@ -49,7 +50,7 @@ class GatewayProbe:
     proto: str
     port: int
     sport: int
-    tunnel: str | None  # the tunnel this port belongs to: it must be forwarded
+    tunnel: str | None  # the tunnel (or "replication") of this port: it must be forwarded
 
     @property
     def label(self) -> str:
@@ -61,8 +62,10 @@ def gateway_probes(plan: LabPlan) -> list[GatewayProbe]:
     tunnel_ports = sorted(t.tunnel_port for t in plan.tunnels.values())
     listen = plan.topology.provider.nea_listen_port
     unregistered = max(tunnel_ports, default=6179) + 1
+    # TCP on a tunnel port is refused too, except replication's TCP port (to sp/repl)
+    tcp_on_tunnel = [p for p in tunnel_ports if p != REPLICATION_PORT][:1]
     refused = sorted({("udp", listen), ("udp", unregistered), ("udp", 53), ("tcp", 22),
-                      ("tcp", 443)} | {("tcp", p) for p in tunnel_ports[:1]}
+                      ("tcp", 443)} | {("tcp", p) for p in tcp_on_tunnel}
                      - {("udp", p) for p in tunnel_ports})
     probes: list[GatewayProbe] = []
     for tenant, t in plan.topology.tenants.items():
@@ -71,6 +74,7 @@ def gateway_probes(plan: LabPlan) -> list[GatewayProbe]:
             ("udp", tunnel.tunnel_port, tunnel.key)
             for tunnel in plan.tunnels.values() if tunnel.tenant == tenant
         ]
+        wanted.append(("tcp", REPLICATION_PORT, REPLICATION))
         wanted += [(proto, port, None) for proto, port in refused]
         for proto, port, key in wanted:
             sport = PROBE_SPORT_BASE + len(probes)
@@ -165,6 +169,11 @@ def _verdict(ctx: Context, probes: list[GatewayProbe], counts: dict[str, int], e
         arrived, forwarded = counts.get(f"in{i}", 0) > 0, counts.get(f"fw{i}", 0) > 0
         if not arrived:
             bad.append(f"{p.label} probe never reached the gateway {public}")
+        elif p.tunnel == REPLICATION and not forwarded:
+            bad.append(f"{p.label} (replication) reaches {public} but is NOT forwarded to "
+                       "sp/repl: replication jobs cannot reach the provider")
+        elif p.tunnel == REPLICATION:
+            good.append(f"{p.label} forwarded (replication)")
         elif p.tunnel is not None and not forwarded:
             bad.append(f"{p.label} (tunnel {p.tunnel}) reaches {public} but is NOT "
                        "forwarded to the SP NEA: the tunnel cannot come up")

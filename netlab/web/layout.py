@@ -30,7 +30,7 @@ COLUMN = 172  # pixels between two columns
 ROW = 66  # pixels between two nodes of a column
 RANKS = {
     NodeKind.VM: 0, NodeKind.TENANT_NEA: 0, NodeKind.EDGE: 2, NodeKind.GATEWAY: 4,
-    NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8,
+    NodeKind.SP_NEA: 6, NodeKind.REPLICA: 8, NodeKind.RECEIVER: 6,
 }
 INET_RANK, CORE_RANK, LAN_RANK, CLOUD_RANK = 3, 5, 1, 7
 
@@ -46,7 +46,8 @@ def node_data(node: Node, plan: LabPlan, state: dict[str, Any] | None) -> dict[s
     replica = replica_state(node, plan, state)
     addresses = node_addresses(node, state)
     role = {NodeKind.TENANT_NEA: "tenant NEA", NodeKind.SP_NEA: "SP NEA",
-            NodeKind.GATEWAY: "cloud gateway", NodeKind.EDGE: "edge router"}.get(node.kind)
+            NodeKind.GATEWAY: "cloud gateway", NodeKind.EDGE: "edge router",
+            NodeKind.RECEIVER: "replication receiver"}.get(node.kind)
     lines = [node.name, *addresses[:1]]
     if replica:
         lines.append(replica)

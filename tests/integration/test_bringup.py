@@ -199,7 +199,9 @@ class Capture:
                     reason="tcpdump not installed (apt-get install tcpdump)")
 def test_gateway_forwards_only_the_tunnel_ports(default_lab: LabEnv) -> None:
     # (proto, destination, port, source port): the source port tells the probes apart
-    tunnel = [("udp", GATEWAY, 6180, 40001), ("udp", GATEWAY, 6181, 40002)]
+    # the tunnels' UDP ports, and replication's TCP 6180 (forwarded to sp/repl)
+    tunnel = [("udp", GATEWAY, 6180, 40001), ("udp", GATEWAY, 6181, 40002),
+              ("tcp", GATEWAY, 6180, 40017)]
     refused = [
         ("udp", GATEWAY, 6182, 40011),
         ("udp", GATEWAY, 1195, 40012),
@@ -207,7 +209,7 @@ def test_gateway_forwards_only_the_tunnel_ports(default_lab: LabEnv) -> None:
         ("udp", GATEWAY, 51820, 40014),
         ("tcp", GATEWAY, 22, 40015),
         ("tcp", GATEWAY, 80, 40016),
-        ("tcp", GATEWAY, 6180, 40017),
+        ("tcp", GATEWAY, 6181, 40022),
         # straight at the SP core, routed via the gateway: not DNATed, so never forwarded
         ("udp", "10.99.0.11", 1195, 40018),
         ("udp", "10.99.0.12", 1195, 40019),
@@ -232,10 +234,11 @@ def test_gateway_forwards_only_the_tunnel_ports(default_lab: LabEnv) -> None:
         default_lab.lab_exec(edge, "ip", "route", "del", "10.99.0.0/24", "via", GATEWAY)
     assert icmp.returncode != 0, "a ping from outside reached an SP NEA through the gateway"
     arrived = {(p["sport"], p["dst"], p["dport"]) for p in seen}
-    assert arrived == {("40001", "10.99.0.11", "1195"), ("40002", "10.99.0.12", "1195")}, (
+    assert arrived == {("40001", "10.99.0.11", "1195"), ("40002", "10.99.0.12", "1195"),
+                       ("40017", "10.99.0.254", "6180")}, (
         f"in the SP core from {ACME_EDGE}: {seen}"
     )
-    assert all(p["what"].startswith("UDP") for p in seen)
+    assert all(p["what"].startswith("UDP") or p["dport"] == "6180" for p in seen)
 
 
 def test_gateway_ruleset_is_loaded(default_lab: LabEnv) -> None:
@@ -246,13 +249,14 @@ def test_gateway_ruleset_is_loaded(default_lab: LabEnv) -> None:
     rules = [line for line in lines
              if line and not line.startswith(("table ", "chain ", "type ", "}"))]
     assert rules[0] == "ct state established,related accept"
-    # the two tunnels, then the accept of packets a running cloud failover plan marks
-    # (nothing carries that mark while no plan runs)
-    assert len(rules) == 4, rules
+    # the two tunnels, replication, then the accept of packets a running cloud failover
+    # plan marks (nothing carries that mark while no plan runs)
+    assert len(rules) == 5, rules
     for rule, key in zip(rules[1:3], ("acme/lan", "globex/lan"), strict=True):
         assert "udp dport 1195 ct status dnat accept" in rule, rule
         assert rule.endswith(f'comment "tunnel {key}"'), rule
-    assert rules[3] == 'meta mark 0x6e6c0001 accept comment "cloud failover plan"', rules
+    assert "tcp dport 6180 ct status dnat accept" in rules[3], rules
+    assert rules[4] == 'meta mark 0x6e6c0001 accept comment "cloud failover plan"', rules
 
 
 # ----- status -------------------------------------------------------------------------
@@ -309,7 +313,7 @@ def test_status_lists_every_node_and_vm(default_lab: LabEnv) -> None:
         assert shown["namespace"] == node.netns
         assert shown["kind"] == str(node.kind)
         expected_power = "on" if node.kind in (NodeKind.GATEWAY, NodeKind.EDGE,
-                                               NodeKind.VM) else "off"
+                                               NodeKind.VM, NodeKind.RECEIVER) else "off"
         assert shown["power"] == expected_power, name
         ifaces = {i["name"]: i for i in shown["interfaces"]}
         assert set(ifaces) == {p.name for p in node.ports}, name
@@ -481,7 +485,7 @@ def test_unreadable_topology_file_is_one_line(lab_env: LabEnv, tmp_path: Path, k
 def test_down_leaves_no_namespace(lab_env: LabEnv) -> None:
     lab_env.netlab("up")
     namespaces = lab_env.namespaces()
-    assert len(namespaces) == 24
+    assert len(namespaces) == 25  # with sp/repl, the replication receiver
     inodes = namespace_inodes(namespaces)
     assert pids_in(inodes), "a lab that is up runs its workloads"
     done = lab_env.netlab("down")
@@ -562,7 +566,7 @@ def test_up_after_a_crash_recovers_by_itself(lab_env: LabEnv, tmp_path: Path) ->
     assert f"lab {lab.name} is up" in done.stdout
     page = curl(lab, "acme/db", "http://192.168.10.11/")
     assert ACME_PAGE in page.stdout, page.stderr
-    assert len(lab.namespaces()) == 24
+    assert len(lab.namespaces()) == 25
 
 
 def test_cleanup_of_one_lab_leaves_another_untouched(

@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import LabEnv
 from reliability_helpers import module_lab
 
 from netlab.storage import tree_checksum
+from netlab.topology.loader import default_topology_text
 
 pytestmark = pytest.mark.root
 
@@ -29,7 +31,14 @@ VMS = ["acme/web", "acme/db", "acme/app", "globex/web", "globex/erp"]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
-    with module_lab(tmp_path_factory) as lab:
+    # The default lab's VMs append a record to their disks every second (the
+    # replication workload); here every byte must come from the test itself.
+    topology = yaml.safe_load(default_topology_text())
+    for tenant in topology["tenants"].values():
+        tenant.setdefault("replication", {})["record_interval"] = 0
+    path = tmp_path_factory.mktemp("topology") / "quiet.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    with module_lab(tmp_path_factory, str(path)) as lab:
         yield lab
 
 

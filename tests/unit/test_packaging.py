@@ -43,6 +43,7 @@ REQUIRED_PACKAGES = {
     "python3-pip",
     "procps",
     "chromium",  # netlab web's browser tests
+    "rsync",  # replication over the lab's network
 }
 
 

