@@ -434,6 +434,7 @@ EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.demo:demo",
     "netlab.commands.cloud_plan:plan_group",
     "netlab.commands.web:web",
+    "netlab.commands.bubble:bubble_group",
 ]
 
 
