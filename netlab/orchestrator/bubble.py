@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -57,6 +58,7 @@ from netlab.orchestrator.bubble_plan import (
     proxy_ruleset,
 )
 from netlab.processes import ProcessRecord, is_alive, record_of, stop_process
+from netlab.run import in_netns, require_tool
 from netlab.topology.model import Topology
 
 Say = Callable[[str], None]
@@ -148,6 +150,7 @@ def _new_record(lab: Lab, state: dict[str, Any], tenant: str, name: str | None,
         "tenant": tenant, "slot": slot, "masquerade": str(masquerade), "status": STARTING,
         "restore_point": restore_point, "started": time.time(), "links": 0,
         "owner": _owner(), "networks": networks,
+        "order": vms,  # the boot order: state.json sorts the keys of "vms"
         "vms": {vm: {"network": model.vms[vm.split("/", 1)[1]].network,
                      "address": str(model.vms[vm.split("/", 1)[1]].address),
                      "masquerade": str(masquerade_address(
@@ -260,6 +263,19 @@ class _Builder:
             links.add_route(self.nl[edge.netns], info["masquerade_subnet"],
                             via=info["proxy_address"], dev=port.name)
 
+    def announce(self) -> list[subprocess.Popen]:
+        """Gratuitous ARP from each proxy's production leg, running while the VMs boot.
+
+        A proxy that had the same address before (a bubble taken down and brought up
+        again) has another MAC now; the edge and the VMs that cached the old one
+        learn the new one at once instead of after their entry goes stale.
+        """
+        arping = require_tool("arping")
+        return [subprocess.Popen(in_netns(info["proxy_netns"], [
+            arping, "-U", "-c", "1", "-I", info["prod_if"], info["proxy_address"]]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for info in self.lab.dir.read()["bubbles"][self.name]["networks"].values()]
+
     def close(self) -> None:
         self.nl.close()
 
@@ -300,7 +316,7 @@ def _build(lab: Lab, name: str, record: dict[str, Any], say: Say) -> dict[str, A
             lab.dir.journal("bubble-up:network", bubble=name, network=net_name)
         say(f"bubble {name}: isolated copy of {', '.join(record['networks'])} "
             f"with its proxy (masquerade {record['masquerade']})")
-        for vm in record["vms"]:
+        for vm in record["order"]:
             try:
                 done = builder.vm(vm, record["restore_point"])
             except NetlabError as exc:
@@ -310,11 +326,16 @@ def _build(lab: Lab, name: str, record: dict[str, Any], say: Say) -> dict[str, A
                 f"{record['vms'][vm]['address']}, masquerade {record['vms'][vm]['masquerade']}")
         builder.route()
         lab.dir.journal("bubble-up:route", bubble=name)
+        announcing = builder.announce()
     finally:
         builder.close()
     timeout = lab.topology().bubbles.boot_timeout
-    rows = bubble_checks.wait_for_checks(lab.topology(), lab.dir.read()["bubbles"][name],
-                                         timeout, say)
+    try:
+        rows = bubble_checks.wait_for_checks(lab.topology(), lab.dir.read()["bubbles"][name],
+                                             timeout, say)
+    finally:
+        for proc in announcing:
+            proc.wait(timeout=10)
     lab.dir.journal("bubble-up:checks", bubble=name,
                     passed=sum(r["passed"] for r in rows), total=len(rows))
     with lab.dir.update() as state:
@@ -389,6 +410,7 @@ def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "name": name, "tenant": record["tenant"],
         "status": "interrupted" if interrupted(record) else record["status"],
         "masquerade": record["masquerade"], "started": record.get("started"),
+        "order": record.get("order", list(record["vms"])),
         "vms": {vm: {k: v.get(k) for k in ("address", "masquerade", "restore_point")}
                 for vm, v in record["vms"].items()},
         "proxies": {f"{record['tenant']}/{n}": i["proxy_address"]

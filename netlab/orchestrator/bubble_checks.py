@@ -23,7 +23,8 @@ POLL = 0.5  # seconds between rounds while `bubble up` waits for the VMs to boot
 def planned(topology: Topology, record: dict[str, Any]) -> list[tuple[str, AppCheck, str, str]]:
     """(vm node, check, address, prober netns) of every check of a bubble, in VM order."""
     found = []
-    for vm, info in record["vms"].items():
+    for vm in record["order"]:
+        info = record["vms"][vm]
         tenant, name = vm.split("/", 1)
         model = topology.tenants[tenant].vms[name]
         prober = record["networks"][info["network"]]["proxy_netns"]
