@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -55,10 +54,10 @@ from netlab.orchestrator.bubble_plan import (
     masquerade_address,
     masquerade_subnet,
     proxy_address,
+    proxy_mac,
     proxy_ruleset,
 )
 from netlab.processes import ProcessRecord, is_alive, record_of, stop_process
-from netlab.run import in_netns, require_tool
 from netlab.topology.model import Topology
 
 Say = Callable[[str], None]
@@ -216,6 +215,11 @@ class _Builder:
         segment = self.plan.segments[f"{tenant}/{net_name}"]
         prod_index = links.index_of(self.nl[segment.netns], segment.bridge)
         prod_if = self._veth(proxy, segment.netns, prod_index)
+        # the same MAC for the same address every time: a bubble brought up again finds
+        # the edge's and the VMs' ARP caches right, with no stale entry to wait out
+        self.nl[proxy].link("set", index=links.index_of(self.nl[proxy], prod_if),
+                            address=proxy_mac(self.lab.name, f"{tenant}/{net_name}",
+                                              info["proxy_address"]))
         links.add_address(self.nl[proxy], prod_if, f"{info['proxy_address']}/{prefix}",
                           no_prefix_route=True)
         # replies from the bubble go back to production by table PROD_TABLE; nothing
@@ -262,19 +266,6 @@ class _Builder:
                         if p.segment == f"{self.record['tenant']}/{net_name}")
             links.add_route(self.nl[edge.netns], info["masquerade_subnet"],
                             via=info["proxy_address"], dev=port.name)
-
-    def announce(self) -> list[subprocess.Popen]:
-        """Gratuitous ARP from each proxy's production leg, running while the VMs boot.
-
-        A proxy that had the same address before (a bubble taken down and brought up
-        again) has another MAC now; the edge and the VMs that cached the old one
-        learn the new one at once instead of after their entry goes stale.
-        """
-        arping = require_tool("arping")
-        return [subprocess.Popen(in_netns(info["proxy_netns"], [
-            arping, "-U", "-c", "1", "-I", info["prod_if"], info["proxy_address"]]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for info in self.lab.dir.read()["bubbles"][self.name]["networks"].values()]
 
     def close(self) -> None:
         self.nl.close()
@@ -326,16 +317,11 @@ def _build(lab: Lab, name: str, record: dict[str, Any], say: Say) -> dict[str, A
                 f"{record['vms'][vm]['address']}, masquerade {record['vms'][vm]['masquerade']}")
         builder.route()
         lab.dir.journal("bubble-up:route", bubble=name)
-        announcing = builder.announce()
     finally:
         builder.close()
     timeout = lab.topology().bubbles.boot_timeout
-    try:
-        rows = bubble_checks.wait_for_checks(lab.topology(), lab.dir.read()["bubbles"][name],
-                                             timeout, say)
-    finally:
-        for proc in announcing:
-            proc.wait(timeout=10)
+    rows = bubble_checks.wait_for_checks(lab.topology(), lab.dir.read()["bubbles"][name],
+                                         timeout, say)
     lab.dir.journal("bubble-up:checks", bubble=name,
                     passed=sum(r["passed"] for r in rows), total=len(rows))
     with lab.dir.update() as state:

@@ -17,7 +17,7 @@ from netlab.run import run_side_by_side
 from netlab.topology.model import AppCheck, Topology
 
 CHECK_TIMEOUT = 2.0  # seconds one check may take
-POLL = 0.5  # seconds between rounds while `bubble up` waits for the VMs to boot
+POLL = 0.2  # seconds between rounds while `bubble up` waits for the VMs to boot
 
 
 def planned(topology: Topology, record: dict[str, Any]) -> list[tuple[str, AppCheck, str, str]]:

@@ -20,6 +20,7 @@ Names (the reference table is in netlab.plan's docstring):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -109,6 +110,12 @@ def proxy_address(network: Network, vm_addresses: list[IPv4Address],
         if address not in used and not in_dhcp:
             return address
     raise PreconditionFailed(f"no free address on {network.subnet} for a bubble's proxy")
+
+
+def proxy_mac(lab: str, network: str, address: str) -> str:
+    """A locally administered unicast MAC of the proxy's production leg, fixed per address."""
+    digest = hashlib.sha256(f"{lab}/{network}/{address}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 # ----- names ---------------------------------------------------------------------------------

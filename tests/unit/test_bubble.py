@@ -23,6 +23,7 @@ from netlab.orchestrator.bubble_plan import (
     masquerade_network,
     masquerade_subnet,
     proxy_address,
+    proxy_mac,
     proxy_ruleset,
 )
 from netlab.topology import parse_topology
@@ -78,6 +79,14 @@ def test_proxy_takes_the_highest_address_nothing_uses() -> None:
     # the NEA addresses (.250, .251) are never taken
     taken = {IPv4Address(f"192.168.10.{n}") for n in (252, 253, 254)}
     assert proxy_address(net, vms, taken) == IPv4Address("192.168.10.249")
+
+
+def test_proxy_mac_is_fixed_per_address_and_locally_administered() -> None:
+    mac = proxy_mac("lab1", "acme/lan", "192.168.10.254")
+    assert mac == proxy_mac("lab1", "acme/lan", "192.168.10.254")
+    assert mac != proxy_mac("lab1", "acme/lan", "192.168.10.253")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast
 
 
 # ----- names ---------------------------------------------------------------------------------
