@@ -29,7 +29,8 @@ def _print_checks(rows: list[dict[str, Any]]) -> None:
 def _print_bubble(b: dict[str, Any]) -> None:
     click.echo(f"bubble {b['name']}: tenant {b['tenant']}, {b['status']}, "
                f"masquerade {b['masquerade']}")
-    for vm, v in b["vms"].items():
+    for vm in b["order"]:
+        v = b["vms"][vm]
         click.echo(f"  {vm:<16} {v['address']:<15} reached from production at "
                    f"{v['masquerade']:<15} restore point {v['restore_point']}")
     for network, address in b["proxies"].items():
@@ -93,7 +94,7 @@ def list_command(lab_name: str | None, as_json: bool) -> None:
         click.echo("no bubbles")
     for b in found:
         click.echo(f"{b['name']:<8} {b['tenant']:<10} {b['status']:<12} masquerade "
-                   f"{b['masquerade']:<16} {', '.join(b['vms'])}")
+                   f"{b['masquerade']:<16} {', '.join(b['order'])}")
 
 
 @bubble_group.command("status")
