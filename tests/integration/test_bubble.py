@@ -254,8 +254,12 @@ def test_two_bubbles_beside_a_partial_failover(lab: LabEnv) -> None:
     assert "<h1>acme/web</h1>" in curl(lab, "http://192.168.10.11/").stdout
     assert curl(lab, "http://192.168.10.11/who.txt").returncode != 0
     assert "<h1>acme/app</h1>" in curl(lab, "http://192.168.10.13/").stdout  # the replica
-    # production keeps replicating and validating beside them
-    lab.netlab("replicate", "acme/web")
+    # production keeps replicating beside them; retention (3) keeps the point they run from
+    for _ in range(3):
+        lab.netlab("replicate", "acme/web")
+    points = [p["id"] for p in run_json(lab, "restore-points", "acme/web")]
+    assert points[0] == 1 and len(points) == 4, points
+    assert "<h1>acme/web</h1>" in curl(lab, "http://172.19.10.11/").stdout
     check = lab.netlab("validate", "--test", "one MAC per address", check=False)
     assert check.returncode == 0, check.stdout
     for name in ("one", "two"):
