@@ -128,12 +128,16 @@ def status_command(name: str, lab_name: str | None, as_json: bool) -> None:
 @reports_errors
 def check_command(name: str, junit: Path | None, lab_name: str | None, as_json: bool) -> None:
     """Run the application checks of bubble NAME; exit status 1 when one fails."""
+    from netlab.errors import NetlabError
     from netlab.orchestrator import bubble
     from netlab.orchestrator.bubble_plan import junit_xml
 
     rows = bubble.check(_lab(lab_name), name)
     if junit is not None:
-        junit.write_text(junit_xml(name, rows))
+        try:
+            junit.write_text(junit_xml(name, rows))
+        except OSError as exc:
+            raise NetlabError(f"cannot write the JUnit file {junit}: {exc.strerror}") from None
     failed = sum(not r["passed"] for r in rows)
     if as_json:
         _print_json({"bubble": name, "passed": failed == 0, "checks": rows})

@@ -286,6 +286,11 @@ def up(lab: Lab, tenant: str, vms: tuple[str, ...] = (), restore_point: str = "l
     chosen = _chosen_vms(lab.topology(), tenant, vms)
     if not chosen:
         raise PreconditionFailed(f"tenant {tenant} has no VM with a replica to put in a bubble")
+    for vm in chosen:  # refused before anything exists
+        try:
+            storage.get_restore_point(lab.replica_dir(vm), restore_point)
+        except NetlabError as exc:
+            raise PreconditionFailed(f"{vm}: {exc}") from None
     with lab.dir.update() as state:
         name, record = _new_record(lab, state, tenant, name, chosen, restore_point)
         state.setdefault("bubbles", {})[name] = record

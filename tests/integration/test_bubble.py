@@ -311,3 +311,25 @@ def test_killed_bubble_up_leaves_nothing_after_down_or_cleanup(lab_env: LabEnv) 
     inodes = namespace_inodes(lab.namespaces())
     lab.netlab("cleanup")
     assert leftovers(lab, inodes) == []
+
+
+def test_bad_input_is_one_line_and_changes_nothing(lab: LabEnv, tmp_path: Path) -> None:
+    run_json(lab, "bubble", "up", "acme", "web", "--name", "one")
+    before = (state(lab), lab.namespaces())
+    commands = [
+        ["bubble", "up", "nosuch"], ["bubble", "up", "acme", "kiosk"],
+        ["bubble", "up", "acme", "--name", "Bad-Name"], ["bubble", "up", "acme", "--name", "one"],
+        ["bubble", "up", "acme", "--restore-point", "99"], ["bubble", "down", "nosuch"],
+        ["bubble", "exec", "one", "acme/db", "--", "true"], ["bubble", "status", "nosuch"],
+        ["bubble", "check", "one", "--junit", str(tmp_path / "no" / "such" / "dir.xml")],
+    ]
+    for args in commands:
+        done = lab.netlab(*args, check=False)
+        assert done.returncode != 0, args
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+        assert done.stderr.startswith("netlab: "), (args, done.stderr)
+    after_state = state(lab)
+    after_state["bubbles"]["one"].pop("checks")  # `check` records its result, by design
+    before[0]["bubbles"]["one"].pop("checks")
+    assert (after_state, lab.namespaces()) == before
+    lab.netlab("bubble", "down", "one")
