@@ -98,6 +98,21 @@ def conflicts_of(probe: LanProbe, answers: list[ArpAnswer], macs: dict[tuple[str
     return found
 
 
+def forget(probe: LanProbe, seen: list[dict[str, Any]]) -> None:
+    """The prober forgets what the probe taught it about conflicted addresses.
+
+    Each answer updates the prober's own neighbour entry, so after a conflict it
+    may point at the wrong machine (the source VM instead of the NEA that proxies
+    for its replica). Without the entry it asks again on its next packet, as it
+    would have without the probe. Any thread: `ip`, not netlink.
+    """
+    from netlab.run import run
+
+    for c in seen:
+        run(["ip", "neigh", "del", c["address"], "dev", probe.iface], netns=probe.netns,
+            check=False, timeout=5)
+
+
 def describe(conflict: dict[str, Any]) -> str:
     """One line: '192.168.10.12 on acme/lan is answered by 2 MACs: aa (acme/db), bb (...)'."""
     who = ", ".join(f"{m} ({h})" for m, h in zip(conflict["macs"], conflict["holders"],
@@ -134,6 +149,7 @@ def probe_lans(lab: Any, keys: list[str], by: str) -> list[dict[str, Any]]:
             with contextlib.suppress(Exception):  # a node powered off has no MAC to name
                 macs[where] = interface_mac(*where)
         seen = conflicts_of(probe, answers, macs)
+        forget(probe, seen)
         record(lab, key, seen, by)
         found += seen
     return found

@@ -48,6 +48,7 @@ def _run(ctx: Context, targets: list[Target]) -> list[CheckResult]:
                                   f"{errors[0]}"))
             continue
         seen = conflicts.conflicts_of(probe, mine, ctx.macs)
+        conflicts.forget(probe, seen)
         conflicts.record(ctx.lab, probe.key, seen, by="validate")
         if seen:
             results.append(failed(UNIQUE, t.node, "IP conflict: " + "; ".join(
