@@ -19,6 +19,11 @@ from typing import Any
 from netlab.net.probes import ArpAnswer
 from netlab.plan import LabPlan, Node, NodeKind
 
+# Seconds a failover listens for answers: on one LAN every answer comes within
+# milliseconds, and each second the source VM stays on after a failover, its own ARP
+# traffic (neighbour confirmation 5 s after use) may win its neighbours back.
+WIRE_WINDOW = 0.3
+
 
 @dataclass(frozen=True)
 class LanProbe:
@@ -143,7 +148,8 @@ def probe_lans(lab: Any, keys: list[str], by: str) -> list[dict[str, Any]]:
         probe = lan_probe(plan, state, key)
         if probe is None:
             continue
-        answers = arp_probe([ArpJob(probe.netns, probe.iface, a) for a in probe.addresses])
+        answers = arp_probe([ArpJob(probe.netns, probe.iface, a) for a in probe.addresses],
+                            window=WIRE_WINDOW)
         macs = {}
         for where in probe.interfaces:
             with contextlib.suppress(Exception):  # a node powered off has no MAC to name
