@@ -539,6 +539,7 @@ EXTENSION_COMMANDS: list[str] = [
     "netlab.commands.meta:labs",
     "netlab.commands.meta:completion",
     "netlab.commands.wan:wan_group",
+    "netlab.commands.bubble:bubble_group",
 ]
 
 

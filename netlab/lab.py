@@ -543,6 +543,10 @@ class Lab:
             "neas": state.get("neas", {}),
             "wireguard": self.wireguard_capacity(state) if plan.tunnels else None,
             "processes": processes,
+            # seen on the wire by validate or failover (netlab.orchestrator.conflicts)
+            "conflicts": [c for seen in state.get("conflicts", {}).values() for c in seen],
+            "bubbles": {name: {k: b.get(k) for k in ("tenant", "status", "masquerade")}
+                        for name, b in state.get("bubbles", {}).items()},
             "warnings": [
                 f"IP conflict: {vm['name']} is powered on while its replica runs at the SP; "
                 f"two machines answer ARP for {vm['address']} (disconnect the source: "

@@ -27,6 +27,11 @@ SP NEA                 ``<lab>-sp.<t>.<net>.nea``      ``sp/nea-<t>-<net>``
 replica of a VM        ``<lab>-<t>.<vm>@sp``           ``<t>/<vm>@sp``
 =====================  ==============================  =========================
 
+Bubbles (netlab.orchestrator.bubble_plan) add ``<lab>-bb.<bubble>.<t>.<vm>``,
+``<lab>-bb.<bubble>.<t>.<net>.sw`` and ``<lab>-bb.<bubble>.<t>.<net>.proxy``
+(three dots or more after the prefix; the namespaces above have at most two)
+and interfaces ``<lab>-{x,y,z}<slot><n>``, under the same prefix.
+
 Interfaces are named ``<lab>-<role><n>``: at most 8 + 1 + 1 + 5 = 15
 characters, the kernel's limit, and unique across labs because the prefix is.
 ``n`` counts links in plan order (deterministic for a topology). Roles: ``v``

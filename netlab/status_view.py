@@ -135,6 +135,14 @@ def status_renderable(data: dict[str, Any], wide: bool = False) -> RenderableTyp
                           f"{room}"))
     for warning in data.get("warnings", []):
         parts.append(Text.from_markup(f"[bold red]warning:[/bold red] {warning}", emoji=False))
+    for c in data.get("conflicts", []):
+        who = ", ".join(f"{m} ({h})" for m, h in zip(c["macs"], c["holders"], strict=True))
+        parts.append(Text(f"conflict seen on the wire by {c.get('by', '?')} from "
+                          f"{c['seen_by']}: {c['address']} on {c['network']} is answered by "
+                          f"{who}", style="bold red"))
+    for name, b in data.get("bubbles", {}).items():
+        parts.append(Text(f"bubble {name}: tenant {b['tenant']}, {b['status']}, masquerade "
+                          f"{b['masquerade']} ('netlab bubble status {name}')"))
     parts.append(_node_table(data, wide))
     return Group(*parts)
 

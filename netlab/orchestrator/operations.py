@@ -19,7 +19,7 @@ from typing import Any
 from netlab import nea, replication, storage
 from netlab.errors import PreconditionFailed, UnknownNode
 from netlab.lab import Lab
-from netlab.orchestrator import power
+from netlab.orchestrator import conflicts, power
 from netlab.orchestrator.proof import prove
 from netlab.orchestrator.states import RUNNING_AT_SP, ReplicaState, check_transition
 from netlab.plan import Node, NodeKind
@@ -213,6 +213,8 @@ def _run_failover(
     op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
            f"recovery time {result.recovery_seconds or 0:.3f} s",
            recovery_seconds=result.recovery_seconds)
+    on = any(state.get("nodes", {}).get(v.name, {}).get("power") == "on" for v in vms)
+    result.warnings += conflicts.failover_warnings(lab, networks, on)
     op.finish()
     return result
 

@@ -25,7 +25,7 @@ from netlab.storage.layout import (
     point_name,
 )
 from netlab.storage.locking import _replica_lock
-from netlab.storage.mounts import _mounted_point_id, _overlay_at
+from netlab.storage.mounts import _mounted_point_id, _overlay_at, read_mountinfo
 from netlab.storage.view_file import _read_view_file
 
 
@@ -222,4 +222,8 @@ def _points_in_use(replica_dir: Path) -> set[int]:
     state = _read_view_file(replica_dir)
     if state is not None:
         used.add(state[0])
+    # any other overlay on a point of this replica (a test copy, a bubble's copy)
+    for other in read_mountinfo():
+        if other.fstype == "overlay" and (point_id := _mounted_point_id(other, replica_dir)):
+            used.add(point_id)
     return used

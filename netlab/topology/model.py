@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    model_validator,
 )
 
 from netlab.errors import TopologyError
@@ -102,11 +103,34 @@ class VmReplication(_Strict):
     rpo_goal: Duration | None = Field(None, gt=0)
 
 
+class HttpCheck(_Strict):
+    port: Port = 80
+    path: str = Field("/", pattern=r"^/[^\s]*$", max_length=200)
+    contains: str = Field(min_length=1, max_length=200)
+
+
+class AppCheck(_Strict):
+    """One application check of a VM in a bubble: exactly one of ping, tcp, http."""
+
+    ping: StrictBool = False
+    tcp: Port | None = None
+    http: HttpCheck | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AppCheck:
+        if sum((self.ping, self.tcp is not None, self.http is not None)) != 1:
+            raise ValueError("a check is exactly one of 'ping: true', 'tcp: PORT' or "
+                             "'http: {port, path, contains}'")
+        return self
+
+
 class Vm(_Strict):
     network: Name
     address: IPv4Address | None = None
     dhcp: StrictBool = False
     replication: VmReplication | None = None
+    # run by `netlab bubble up/check` on the VM's copy; none: a ping, as a heartbeat
+    checks: list[AppCheck] = Field(default_factory=list, max_length=20)
 
 
 def _record_interval(seconds: float) -> float:
@@ -114,6 +138,15 @@ def _record_interval(seconds: float) -> float:
         raise ValueError("records more often than every 0.1 s would be a load test, not a "
                          "workload; use 0 for no records")
     return seconds
+
+
+class BubbleSettings(_Strict):
+    """Isolated test labs (`netlab bubble`): how production reaches them, how long VMs boot."""
+
+    # a VM at 192.168.10.11 is reached from production at 172.18.10.11: the host bits of
+    # this prefix are kept; a second bubble of the tenant takes the next prefix (172.19/16)
+    masquerade: IPv4Network = IPv4Network("172.18.0.0/16")
+    boot_timeout: Seconds = 120
 
 
 class Replication(_Strict):
@@ -193,6 +226,7 @@ class Topology(_Strict):
     failover_plans: dict[Name, FailoverPlan] = Field(default_factory=dict)
     # "validate" would shadow pydantic's BaseModel.validate: keep it as the YAML key only
     validate_tests: list[ValidateTest] = Field(default_factory=list, alias="validate")
+    bubbles: BubbleSettings = Field(default_factory=BubbleSettings)
 
     def static_vms(self) -> Iterator[tuple[str, str, Vm]]:
         """(tenant, vm, model) of every VM with a static address, in file order."""
@@ -279,6 +313,7 @@ def check_topology(topology: Topology) -> Topology:
             raise TopologyError(f"tenants: two nodes would both be named {name!r}; rename one")
         seen.add(name)
     _check_failover_plans(topology, internet)
+    _check_masquerade(topology)
     for index, test in enumerate(topology.validate_tests):
         for node in test.nodes:
             if node not in seen:
@@ -291,6 +326,19 @@ def check_topology(topology: Topology) -> Topology:
 def _check_wan(wan: Wan | None, where: str) -> None:
     if wan is not None and wan.jitter and not wan.delay:
         raise TopologyError(f"{where}.jitter: jitter varies a delay; set {where}.delay too")
+
+
+def _check_masquerade(topology: Topology) -> None:
+    masquerade = topology.bubbles.masquerade
+    outside = [("the internet segment", topology.internet.subnet),
+               ("the SP core network", topology.provider.core_subnet)]
+    for tenant_name, tenant in topology.tenants.items():
+        for net_name, net in tenant.networks.items():
+            label = f"network {tenant_name}/{net_name}"
+            outside.append((label, net.subnet))
+    for label, subnet in outside:
+        if subnet.overlaps(masquerade):
+            raise TopologyError(f"bubbles.masquerade: {masquerade} overlaps {label} ({subnet})")
 
 
 def _check_failover_plans(topology: Topology, internet: _AddressBook) -> None:

@@ -10,7 +10,8 @@ to test there), the rest are probed. Results come out as each batch finishes:
 
 Modules: world (segments from the state), reach (neighbours, replicas,
 published services), isolation (tenants apart, tunnels), gateway (the cloud
-gateway's filter), topology_tests (the topology's `validate:` section),
+gateway's filter), addresses (one MAC per address on the wire), topology_tests
+(the topology's `validate:` section),
 results (CheckResult, exit status).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from netlab.errors import NetlabError, UnknownNode
 from netlab.net import probes
 from netlab.plan import Node
+from netlab.verify.addresses import UNIQUE_CHECK
 from netlab.verify.base import Check, Context, Target
 from netlab.verify.gateway import GATEWAY_CHECK
 from netlab.verify.isolation import ISOLATION_CHECK, TUNNEL_CHECK
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 BUILTIN: tuple[Check, ...] = (NEIGHBOURS_CHECK, REPLICA_CHECK, PUBLISHED_CHECK,
-                              ISOLATION_CHECK, GATEWAY_CHECK, TUNNEL_CHECK)
+                              ISOLATION_CHECK, GATEWAY_CHECK, TUNNEL_CHECK, UNIQUE_CHECK)
 
 
 # batches wait on processes, not the CPU; bounded so that a big topology's tests queue
