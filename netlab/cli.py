@@ -330,6 +330,8 @@ def _check_states(lab: Any, names: tuple[str, ...], command: str) -> None:
         current = state.get("replicas", {}).get(name, {}).get("state")
         if current is None:
             continue
+        if state.get("plans", {}).get(name.split("/")[0], {}).get("status") == "running":
+            continue  # the operation refuses it first: one failover operation type at a time
         try:
             check_transition(f"{name}@sp", current, command)
         except PreconditionFailed as exc:
