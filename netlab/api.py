@@ -139,13 +139,13 @@ class Lab:
 
     def status(self, tunnels: bool = True) -> dict[str, Any]:
         """What `netlab status --json` prints: nodes, vms, neas, processes (and tunnels)."""
-        from netlab import nea
+        from netlab import nea_health
 
         lab = self._core()
         data = lab.status()
         if tunnels:
             state = lab.dir.read()
-            data["tunnels"] = {key: nea.connectivity(lab, key, state)
+            data["tunnels"] = {key: nea_health.connectivity(lab, key, state)
                                for key in lab.plan().tunnels}
         return data
 

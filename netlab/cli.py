@@ -136,14 +136,15 @@ def cleanup(lab_name: str | None, as_json: bool) -> None:
 def status(node: str | None, lab_name: str | None, as_json: bool, wide: bool, watch: bool,
            interval: float) -> None:
     """Nodes, VMs, replicas and tunnels of a lab (of one NODE, in full, with NODE)."""
-    from netlab import nea
+    from netlab import nea_health
     from netlab.status_view import render_node, render_status, watch_status
 
     def fetch() -> dict[str, Any]:
         lab = _lab(lab_name)  # afresh each time: the lab may be brought down and up again
         data = lab.status()
         state = lab.dir.read()
-        data["tunnels"] = {key: nea.connectivity(lab, key, state) for key in lab.plan().tunnels}
+        data["tunnels"] = {key: nea_health.connectivity(lab, key, state)
+                           for key in lab.plan().tunnels}
         from netlab.orchestrator.cloud_plan import plans_summary
 
         data["plans"] = plans_summary(lab, state)

@@ -40,15 +40,6 @@ from netlab.processes import (
 from netlab.proxyarp.client import DaemonNotRunning, ProxyArpClient
 from netlab.proxyarp.sets import SetSpec
 from netlab.replica_state import RUNNING_AT_SP
-from netlab.run import run
-
-CONNECTED = "Connected"
-FAILED = "Failed connectivity"
-# How long `status` names a daemon of the pair that died and was restarted: the
-# supervisor repairs it within a second, and an admin looking a little later should
-# still learn that the tunnel broke.
-RECENT_RESTART_SECONDS = 300
-_FRESH_START_EVENTS = ("nea-up", "nea-down", "reconnected")  # restarts before these are old news
 
 
 def tunnel_of(lab: Lab, key: str) -> Tunnel:
@@ -289,6 +280,20 @@ def gateway_at_sp(plan: LabPlan, state: dict[str, Any], tunnel: Tunnel) -> bool:
                for vm in record.get("vms", []) if vm in plan.nodes)
 
 
+def take_over(lab: Lab, vm: Node) -> list[str]:
+    """The source `vm` left its LAN while its replica runs at the SP: the tenant NEA
+    announces the address again, so neighbours that still hold the source's MAC (it
+    answered ARP while it ran beside its replica) switch to the NEA at once."""
+    tunnel = lab.plan().tunnel_for(vm.tenant or "", vm.network or "")
+    state = lab.dir.read()
+    if (tunnel is None or not vm.address
+            or state.get("neas", {}).get(tunnel.key, {}).get("power") != "on"):
+        return []
+    with contextlib.suppress(DaemonNotRunning):
+        return _daemon_client(lab).for_appliance(tunnel.tenant_nea).announce([vm.address])
+    return []
+
+
 def _daemon_client(lab: Lab) -> ProxyArpClient:
     return ProxyArpClient(str(lab.proxy_arp_socket))
 
@@ -513,87 +518,3 @@ def restart_tunnel(lab: Lab, tunnel: Tunnel) -> None:
         stop_tunnel_side(lab, tunnel, side)
     start_tunnel_side(lab, tunnel, "sp")
     start_tunnel_side(lab, tunnel, "tenant")
-
-
-# ----- connectivity ------------------------------------------------------------------
-
-
-def probe(lab: Lab, tunnel: Tunnel, timeout: float = 1.0) -> bool:
-    """One ping from the tenant NEA to the SP NEA's cloud address, through the tunnel."""
-    node = lab.plan().nodes[tunnel.tenant_nea]
-    done = run(
-        ["ping", "-c", "1", "-W", str(max(1, int(timeout))), "-I", tunnel.tenant_wg,
-         tunnel.sp_nea_address],
-        netns=node.netns, check=False, timeout=timeout + 3,
-    )
-    return done.returncode == 0
-
-
-def recent_restarts(lab: Lab, tunnel: Tunnel) -> list[dict[str, Any]]:
-    """Supervisor restarts of the pair's daemons in the last RECENT_RESTART_SECONDS,
-    since the pair was last powered on or reconnected (oldest first)."""
-    names = {f"wireguard:{node}" for node in (tunnel.tenant_nea, tunnel.sp_nea)} | {PROXY_ARP}
-    since = time.time() - RECENT_RESTART_SECONDS
-    found: list[dict[str, Any]] = []
-    for event in lab.dir.events():
-        if event.get("time", 0) < since:
-            continue
-        if event.get("network") == tunnel.key and event.get("event") in _FRESH_START_EVENTS:
-            found = []
-        elif event.get("event") == "restarted" and event.get("process") in names:
-            found.append({"process": event["process"], "time": event["time"]})
-    return found
-
-
-def connectivity(lab: Lab, key: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Connected / Failed connectivity of a pair, and which hop is at fault."""
-    tunnel = tunnel_of(lab, key)
-    state = state or lab.dir.read()
-    info: dict[str, Any] = dict(state.get("neas", {}).get(tunnel.key, {"power": "off"}))
-    plan = lab.plan()
-    info["tenant_proxied"] = replicas_at_sp(plan, state, tunnel)
-    if info.get("power") != "on":
-        info["connectivity"] = "-"
-        return info
-    tenant_node = plan.nodes[tunnel.tenant_nea]
-    dead = [
-        rec.name for rec in _records(
-            state, f"wireguard:{tunnel.tenant_nea}", f"wireguard:{tunnel.sp_nea}",
-            PROXY_ARP,
-        ) if not is_alive(rec)
-    ]
-    handshake = None
-    with contextlib.suppress(Exception):
-        handshake = wireguard.latest_handshake(tenant_node.netns, tunnel.tenant_wg)
-    info["latest_handshake"] = handshake
-    restarts = recent_restarts(lab, tunnel)
-    info["recent_restarts"] = restarts
-    if probe(lab, tunnel):
-        info["connectivity"] = CONNECTED
-        info["detail"] = "probe across the tunnel answered"
-        if restarts:
-            last = restarts[-1]
-            info["detail"] += (
-                f"; {last['process']} died and was restarted by the supervisor "
-                f"{time.time() - last['time']:.0f} s ago"
-                + (f" ({len(restarts)} restarts in {RECENT_RESTART_SECONDS // 60} min)"
-                   if len(restarts) > 1 else "")
-            )
-        return info
-    info["connectivity"] = FAILED
-    if dead:
-        info["detail"] = (f"not running: {', '.join(dead)} (the supervisor restarts it; "
-                          "'netlab events' lists its restarts)")
-        return info
-    gateway = plan.topology.provider.gateway
-    reach = run(["ping", "-c", "1", "-W", "1", str(gateway)], netns=tenant_node.netns,
-                check=False, timeout=4)
-    age = f"last handshake {time.time() - handshake:.0f} s ago" if handshake else "no handshake"
-    if reach.returncode != 0:
-        info["detail"] = (f"the tenant NEA cannot reach the cloud gateway {gateway} "
-                          f"(tenant edge or internet segment down; {age})")
-    else:
-        info["detail"] = (f"the gateway {gateway} answers but nothing comes back through the "
-                          f"tunnel: UDP {tunnel.tunnel_port} is blocked at the gateway or not "
-                          f"forwarded to the SP NEA ({age})")
-    return info

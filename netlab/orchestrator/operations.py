@@ -503,6 +503,8 @@ def vm_power(lab: Lab, vm_name: str, action: str) -> str:
             power.power_off(lab, vm)
         else:  # fail: the disaster; the VM drops off the LAN at once
             power.power_off(lab, vm, power="failed", force=True)
+        if action != "start" and _replica_state(lab.dir.read(), vm.name) in RUNNING_AT_SP:
+            nea.take_over(lab, vm)
     lab.dir.journal(f"vm-{action}", vm=vm.name)
     return ("on" + conflict) if action == "start" else (
         "failed" if action == "fail" else "off")

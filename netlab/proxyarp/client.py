@@ -11,6 +11,8 @@ attached).
                                                -> {"ok": true, "proxied": N, ...}
     {"op": "add", "addresses": ["192.0.2.7"]}  -> {"ok": true, "added": [...], "proxied": N}
     {"op": "remove", "addresses": [...]}       -> {"ok": true, "removed": [...], "proxied": N}
+    {"op": "announce", "addresses": [...]}     -> {"ok": true, "announced": [...]}
+                                                  (gratuitous ARP again for those in the set)
     {"op": "list"}                             -> {"ok": true, "prefixes": [...],
                                                    "addresses": [...], "except": [...]}
     {"op": "stats"}                            -> {"ok": true, "stats": {...}}
@@ -110,6 +112,10 @@ class ProxyArpClient:
         for batch in self._batches(addresses):
             added += self._call({"op": "add", "addresses": batch})["added"]
         return added
+
+    def announce(self, addresses: Iterable[str]) -> list[str]:
+        """Gratuitous ARP again for those of `addresses` in the set (a takeover)."""
+        return list(self._call({"op": "announce", "addresses": list(addresses)})["announced"])
 
     def remove(self, addresses: Iterable[str]) -> list[str]:
         """Stop proxying `addresses`; returns those that were proxied. Absent ones are fine."""

@@ -56,7 +56,8 @@ MAX_APPLIANCES = 1024  # two per NEA pair; a host runs out of other things first
 DEFAULT_GRATUITOUS_COUNT = 2
 DEFAULT_GRATUITOUS_INTERVAL = 2.0
 
-CONTROL_OPS = ("attach", "detach", "set", "add", "remove", "list", "stats", "ping")
+CONTROL_OPS = ("attach", "detach", "set", "add", "remove", "announce", "list", "stats",
+               "ping")
 
 
 class StartupError(Exception):
@@ -297,6 +298,17 @@ class ProxyArpDaemon:
             log.info("%s: add %s", appliance.name, _summary(added))
         return {"ok": True, "added": [_ip(a) for a in added],
                 "proxied": appliance.proxied.size()}
+
+    def _op_announce(self, request: dict) -> dict:
+        """Gratuitous ARP again for addresses of the set: the machine that held one left
+        the LAN, and its neighbours must switch to this appliance now, not when their
+        entries age out (a takeover, as keepalived announces one)."""
+        appliance = self._appliance(request)
+        members = [a for a in self._addresses_of(request) if appliance.proxied.has(a)]
+        for ip in members:
+            appliance.schedule_announcements(ip.to_bytes(4, "big"))
+        self._note_announcements(appliance)
+        return {"ok": True, "announced": [_ip(a) for a in members]}
 
     def _op_remove(self, request: dict) -> dict:
         appliance = self._appliance(request)

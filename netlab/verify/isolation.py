@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netlab import nea
+from netlab import nea_health
 from netlab.net.probes import curl_argv, ping_argv
 from netlab.plan import Node, NodeKind
 from netlab.run import run_side_by_side
@@ -128,7 +128,7 @@ def _tunnel_targets(ctx: Context) -> list[Target]:
 def _tunnel_run(ctx: Context, targets: list[Target]) -> list[CheckResult]:
     results = []
     for t in targets:
-        info = nea.connectivity(ctx.lab, t.job, ctx.state)
+        info = nea_health.connectivity(ctx.lab, t.job, ctx.state)
         ok = info.get("connectivity") == CONNECTED
         message = f"{info.get('connectivity')}: {info.get('detail', '')}"
         results.append(passed(t.name, t.node, message) if ok else failed(t.name, t.node, message))

@@ -16,7 +16,7 @@ the snapshot when one changes: Lab.status() lists interfaces over netlink,
 which works only on the main thread, outside a running asyncio loop (pyroute2
 runs its own). So uvicorn serves from a thread of its own, and the Hub on its
 event loop hands each snapshot to every open stream. The tunnel probes
-(nea.connectivity: a ping through each tunnel) run in a third thread every
+(nea_health.connectivity: a ping through each tunnel) run in a third thread every
 PROBE_SECONDS and never touch netlink.
 """
 
@@ -45,7 +45,7 @@ from netlab.web import snapshot
 
 STATIC = Path(__file__).parent / "static"
 POLL_SECONDS = 0.25
-PROBE_SECONDS = 3.0  # nea.connectivity pings through the tunnel: not more often
+PROBE_SECONDS = 3.0  # nea_health.connectivity pings through the tunnel: not more often
 KEEPALIVE_SECONDS = 15.0
 ACTION_TIMEOUT = 600.0
 # The page's buttons; each runs the CLI command of the same name.
@@ -174,8 +174,8 @@ class Watcher:
             stop.wait(POLL_SECONDS)
 
     def probe_forever(self, stop: threading.Event) -> None:
-        """Worker thread: nea.connectivity (pings and `wg show`, never netlink)."""
-        from netlab import nea
+        """Worker thread: nea_health.connectivity (pings and `wg show`, never netlink)."""
+        from netlab import nea_health
         from netlab.lab import Lab
 
         while not stop.is_set():
@@ -187,7 +187,7 @@ class Watcher:
             results = {}
             for key in list(self.tunnels_on):
                 try:
-                    info = nea.connectivity(lab, key)
+                    info = nea_health.connectivity(lab, key)
                 except Exception as exc:  # the lab went down under the probe
                     info = {"power": "on", "connectivity": "unknown", "detail": str(exc)}
                 info["checked"] = time.time()

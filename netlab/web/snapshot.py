@@ -2,7 +2,7 @@
 
 `build()` runs Lab.status(), which lists interfaces over netlink: it must run
 on the main thread (pyroute2 enters namespaces in process). The tunnel probes
-(nea.connectivity, a ping through each tunnel) are slow and are NOT made here:
+(nea_health.connectivity, a ping through each tunnel) are slow and are NOT made here:
 the caller passes their latest results in.
 
 The pieces that only read the journal and the state (operation progress,
