@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LabEnv, netlab_argv
+from conftest import LabEnv, netlab_argv, steady_status
 
 from netlab.topology.loader import default_topology_text
 
@@ -34,11 +34,8 @@ ORDER = ["acme/db", "acme/app", "acme/web"]
 
 
 def lab_state(lab: LabEnv) -> dict:
-    """`status --json` without what belongs to the host, not the lab (how many more NEA
-    pairs this host's limits allow moves with every other program)."""
-    status = lab.status()
-    status.pop("wireguard", None)
-    return status
+    """`status --json` less what moves on its own (conftest.steady_status)."""
+    return steady_status(lab.status())
 
 
 def run_json(lab: LabEnv, *args: str) -> Any:

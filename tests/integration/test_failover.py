@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import steady_status
 
 from netlab import storage
 from netlab.state import LabDir
@@ -102,7 +103,7 @@ class LabRun:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a refused command must leave alone."""
-        status = self.status()
+        status = steady_status(self.status())
         state = self.state()
         return {
             "vms": status["vms"],
