@@ -126,21 +126,34 @@ def _forget_child(proc: subprocess.Popen) -> None:
     proc.returncode = 0
 
 
+def _signal(pid: int, sig: int) -> None:
+    """Signal a process netlab started and, when it leads its own process group (every
+    process netlab starts does: start_new_session), what it started in turn: a
+    replication job's rsync must not outlive the job in the edge's namespace."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            leader = os.getpgid(pid) == pid
+        except ProcessLookupError:
+            return
+        if leader:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
 def stop_process(record: ProcessRecord, timeout: float = 2.0) -> None:
     """End the recorded process: SIGTERM, then SIGKILL after `timeout`. Dead is fine."""
     if not is_alive(record):
         _reap(record.pid)
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
+    _signal(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(record.pid)
         if not is_alive(record):
             return
         time.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
+    _signal(record.pid, signal.SIGKILL)
     for _ in range(200):
         _reap(record.pid)
         if not is_alive(record):
@@ -157,8 +170,7 @@ def stop_processes(records: Sequence[ProcessRecord], timeout: float = 2.0) -> li
     """End many processes at once (SIGTERM all, wait, SIGKILL the rest); return those ended."""
     alive = [r for r in records if is_alive(r)]
     for rec in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(rec.pid, signal.SIGTERM)
+        _signal(rec.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     pending = list(alive)
     while pending and time.monotonic() < deadline:

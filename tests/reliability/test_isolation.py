@@ -135,7 +135,10 @@ class Capture:
         return self._parse(out + rest)
 
     def _parse(self, out: bytes) -> list[dict[str, str]]:
-        return [m.groupdict() for m in map(self.LINE.search, out.decode().splitlines()) if m]
+        packets = [m.groupdict() for m in map(self.LINE.search, out.decode().splitlines()) if m]
+        for packet in packets:  # tcpdump writes "UDP, length N" but "Flags [S], ..." for TCP
+            packet["proto"] = "TCP" if packet["proto"] == "Flags" else packet["proto"]
+        return packets
 
 
 @pytest.fixture
