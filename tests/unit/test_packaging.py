@@ -256,7 +256,7 @@ def test_readme_describes_vm_ci_and_development() -> None:
     assert "vagrant ssh -c 'sudo netlab up'" in text
     for value in ("kernel", "userspace", "auto"):
         assert f"`{value}`" in text
-    assert "sudo netlab failover acme/web" in text, "the tour shows a failover"
+    assert "netlab failover acme/web" in text, "the tour shows a failover"
 
 
 # ------------------------------------------------------------------ pyproject
