@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +398,22 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]
     monkeypatch.setenv("NETLAB_LAB", lab.name)
     yield lab
     cleanup_and_check(lab)
+
+
+@pytest.fixture
+def short_lab_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]:
+    """Like lab_env, with the state directory on a short path under /tmp: paths inside
+    it (sockets, mount points) stay far from the kernel's length limits."""
+    skip_unless_root()
+    base = Path(tempfile.mkdtemp(prefix="nls"))
+    env = LabEnv(new_lab_name(), base / "state")
+    monkeypatch.setenv("NETLAB_STATE_DIR", str(env.state_dir))
+    monkeypatch.setenv("NETLAB_LAB", env.name)
+    try:
+        yield env
+        cleanup_and_check(env)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import LabEnv, cleanup_and_check, new_lab_name, skip_unless_root
+from tests.conftest import LabEnv
 
 pytestmark = pytest.mark.root
 
@@ -29,17 +26,8 @@ DROP_TABLE = "testdrop"
 
 
 @pytest.fixture
-def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]:
-    skip_unless_root()
-    base = Path(tempfile.mkdtemp(prefix="nlv"))
-    env = LabEnv(new_lab_name(), base / "state")
-    monkeypatch.setenv("NETLAB_STATE_DIR", str(env.state_dir))
-    monkeypatch.setenv("NETLAB_LAB", env.name)
-    try:
-        yield env
-        cleanup_and_check(env)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def lab(short_lab_env: LabEnv) -> LabEnv:
+    return short_lab_env
 
 
 def validate(lab: LabEnv) -> tuple[int, dict[str, Any]]:

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LabEnv, cleanup_and_check, netlab_argv, new_lab_name, skip_unless_root
+from conftest import LabEnv, netlab_argv
 
 pytestmark = pytest.mark.root
 
@@ -34,17 +31,8 @@ REPLICA = "replica answers at its production address"
 
 
 @pytest.fixture
-def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[LabEnv]:
-    skip_unless_root()
-    base = Path(tempfile.mkdtemp(prefix="nls"))
-    env = LabEnv(new_lab_name(), base / "state")
-    monkeypatch.setenv("NETLAB_STATE_DIR", str(env.state_dir))
-    monkeypatch.setenv("NETLAB_LAB", env.name)
-    try:
-        yield env
-        cleanup_and_check(env)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def lab(short_lab_env: LabEnv) -> LabEnv:
+    return short_lab_env
 
 
 def validate(lab: LabEnv, *args: str, env: dict[str, str] | None = None
