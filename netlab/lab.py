@@ -31,7 +31,6 @@ from netlab.lab_daemons import (
     start_supervisor,
 )
 from netlab.net import links
-from netlab.net.batch import Batch, open_socket
 from netlab.net.namespaces import (
     NETNS_DIR,
     Netlink,
@@ -140,6 +139,10 @@ def _plumb(plan: LabPlan) -> None:
     by the plan's order: a node's ports from 2, a segment's bridge 2 and its ports
     from 3. Nodes first, so that each segment can make its veths straight into them.
     """
+    # here, not at the top: pyroute2's message classes cost every other command ~0.2 s
+    # of CPU at start (netlab.net.pyroute)
+    from netlab.net.batch import Batch
+
     sockets: dict[str, socket.socket] = {}
     try:
         for node in plan.nodes.values():
@@ -184,6 +187,8 @@ def _plumb(plan: LabPlan) -> None:
 
 
 def _create_namespace(name: str, sysctls: dict[str, str | int]) -> socket.socket:
+    from netlab.net.batch import open_socket  # see _plumb
+
     with inside(name, create=True):
         for key, value in sysctls.items():
             write_sysctl(key, value)

@@ -30,12 +30,10 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from netlab.errors import ToolFailed, ToolMissing
+from netlab.net import pyroute
 from netlab.net.namespaces import Netlink
 from netlab.net.socket_buffers import enlarge_udp_buffers
 from netlab.processes import ProcessRecord, is_alive, start_process, stop_process
@@ -82,6 +80,9 @@ _NETNS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CLONE_NEWNET = 0x40000000
 _EOPNOTSUPP = 95  # what rtnetlink answers for a link kind the kernel does not know
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
 
 class WireGuardUnavailable(ToolMissing):
     """The requested WireGuard backend cannot run on this host."""
@@ -126,7 +127,7 @@ def set_up(netns: str, ifname: str, mtu: int = TUNNEL_MTU, nl: Netlink | None = 
         index = _link_index(ipr, netns, ifname)
         try:
             ipr.link("set", index=index, mtu=mtu, state="up")
-        except NetlinkError as exc:
+        except pyroute.NetlinkError as exc:
             raise WireGuardError(
                 f"cannot set {ifname} in namespace '{netns}' up with MTU {mtu}: {exc}"
             ) from exc
@@ -164,7 +165,7 @@ class KernelBackend(WireGuardBackend):
             ipr = nl[_check_netns(netns)]
             try:
                 ipr.link("add", ifname=ifname, kind="wireguard")
-            except NetlinkError as exc:
+            except pyroute.NetlinkError as exc:
                 if exc.code == _EOPNOTSUPP:
                     raise WireGuardUnavailable(_KERNEL_MISSING) from exc
                 if exc.code == errno.EEXIST:
@@ -187,7 +188,7 @@ class KernelBackend(WireGuardBackend):
             ipr = nl[netns]
             found = ipr.link_lookup(ifname=ifname)
             if found:
-                with contextlib.suppress(NetlinkError):
+                with contextlib.suppress(pyroute.NetlinkError):
                     ipr.link("del", index=found[0])
 
 
@@ -353,10 +354,10 @@ def kernel_module_available() -> bool:
             log.debug("wireguard probe: unshare failed (%s)", os.strerror(err))
             return Path("/sys/module/wireguard").exists()
         try:
-            with IPRoute() as ipr:
+            with pyroute.IPRoute() as ipr:
                 ipr.link("add", ifname="wgprobe0", kind="wireguard")
                 ipr.link("del", ifname="wgprobe0")
-        except NetlinkError as exc:
+        except pyroute.NetlinkError as exc:
             log.debug("wireguard probe: %s", exc)
             return False
         finally:

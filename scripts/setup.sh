@@ -113,11 +113,17 @@ else
     say "python packages: up to date (pyproject.toml unchanged; --reinstall to force)"
 fi
 
+# Bytecode for netlab's own modules (an editable install has none): with
+# PYTHONDONTWRITEBYTECODE set, as in many containers and CI images, every netlab
+# command would otherwise compile them again at start. Quick when nothing changed.
+"$venv/bin/python" -m compileall -q "$repo/netlab" >/dev/null
+
 # A checkout owned by a user (vagrant, the CI runner, you) keeps a venv that user can use
 # without sudo, e.g. for `.venv/bin/pytest tests/unit`.
 owner=$(stat -c %u:%g "$repo")
 if [[ $owner != 0:0 ]]; then
     chown -R "$owner" "$venv"
+    find "$repo/netlab" -type d -name __pycache__ -exec chown -R "$owner" {} +
     for d in "$repo"/*.egg-info; do
         if [[ -e $d ]]; then chown -R "$owner" "$d"; fi
     done

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from ipaddress import IPv4Interface
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
+from typing import TYPE_CHECKING
 
 from netlab.errors import LabError
+from netlab.net import pyroute
 from netlab.net.namespaces import NETNS_DIR
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 RT_SCOPE_NOWHERE = 255
 
@@ -79,13 +80,13 @@ def add_address(
     ipr: IPRoute, ifname: str, cidr: str, no_prefix_route: bool = False, index: int | None = None
 ) -> None:
     iface = IPv4Interface(cidr)
-    kwargs = {"flags": IFA_F_NOPREFIXROUTE} if no_prefix_route else {}
+    kwargs = {"flags": pyroute.IFA_F_NOPREFIXROUTE} if no_prefix_route else {}
     try:
         ipr.addr(
             "add", index=index or index_of(ipr, ifname), address=str(iface.ip),
             prefixlen=iface.network.prefixlen, **kwargs,
         )
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         if exc.code != 17:  # already there: bring-up is idempotent
             raise LabError(f"cannot add {cidr} to {ifname}: {exc}") from None
 
@@ -113,7 +114,7 @@ def add_route(
         kwargs["table"] = table
     try:
         ipr.route("replace" if replace else "add", **kwargs)
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         raise LabError(f"cannot add route {dst} via {via or dev}: {exc}") from None
 
 
@@ -125,7 +126,7 @@ def delete_route(ipr: IPRoute, dst: str, table: int | None = None) -> None:
         kwargs["table"] = table
     try:
         ipr.route("del", **kwargs)
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         if exc.code not in (3, 2):  # ESRCH / ENOENT: not there, which is what we want
             raise
 
@@ -133,7 +134,7 @@ def delete_route(ipr: IPRoute, dst: str, table: int | None = None) -> None:
 def add_rule(ipr: IPRoute, iifname: str, table: int, priority: int) -> None:
     try:
         ipr.rule("add", iifname=iifname, table=table, priority=priority)
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         if exc.code != 17:
             raise
 
@@ -141,7 +142,7 @@ def add_rule(ipr: IPRoute, iifname: str, table: int, priority: int) -> None:
 def delete_rule(ipr: IPRoute, iifname: str, table: int, priority: int) -> None:
     try:
         ipr.rule("del", iifname=iifname, table=table, priority=priority)
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         if exc.code not in (2, 3):
             raise
 
@@ -173,7 +174,7 @@ def interfaces(ipr: IPRoute) -> list[dict]:
 def _netlink(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
-    except NetlinkError as exc:
+    except pyroute.NetlinkError as exc:
         name = kwargs.get("ifname", "")
         if exc.code == 17:
             reason = f"interface {name} already exists (a leftover? try 'netlab cleanup')"

@@ -16,10 +16,13 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-
-from pyroute2 import IPRoute, netns
+from typing import TYPE_CHECKING
 
 from netlab.errors import LabError, NetlabError
+from netlab.net import pyroute
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_DIR = Path("/run/netns")
 
@@ -54,10 +57,10 @@ def inside(name: str, create: bool = False) -> Iterator[None]:
     """
     _require_main_thread()
     flags = (os.O_CREAT | os.O_EXCL) if create else 0
-    netns.pushns()
+    pyroute.netns.pushns()
     try:
         try:
-            netns.setns(name, flags=flags, fork=False)
+            pyroute.netns.setns(name, flags=flags, fork=False)
         except FileNotFoundError:
             raise NamespaceMissing(f"namespace {name} does not exist") from None
         except OSError as exc:
@@ -69,7 +72,7 @@ def inside(name: str, create: bool = False) -> Iterator[None]:
             raise
         yield
     finally:
-        netns.popns()
+        pyroute.netns.popns()
 
 
 def write_sysctl(key: str, value: str | int) -> None:
@@ -92,7 +95,7 @@ class Netlink:
         with inside(name, create=True):
             for key, value in (sysctls or {}).items():
                 write_sysctl(key, value)
-            sock = IPRoute()
+            sock = pyroute.IPRoute()
         self._sockets[name] = sock
         return sock
 
@@ -100,7 +103,7 @@ class Netlink:
         sock = self._sockets.get(name)
         if sock is None:
             with inside(name):
-                sock = IPRoute()
+                sock = pyroute.IPRoute()
             self._sockets[name] = sock
         return sock
 
@@ -126,7 +129,7 @@ class Netlink:
 def delete_namespace(name: str) -> bool:
     """Remove a named namespace; False if it was not there."""
     try:
-        netns.remove(name)
+        pyroute.netns.remove(name)
     except FileNotFoundError:
         return False
     return True

@@ -29,10 +29,7 @@ import subprocess
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from pyroute2 import IPRoute
-from pyroute2.ethtool.ioctl import IoctlEthtool
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netlab.net import pyroute
 from netlab.net.namespaces import inside
 from netlab.run import require_tool
 
@@ -68,7 +65,7 @@ def _set_features(ifname: str, wanted: Callable[[str], bool | None],
     `wanted(name)` gives a feature's value, None to leave it; returns the wanted
     features this kernel cannot set on the device, and `expected` ones it does not know.
     """
-    ethtool = IoctlEthtool(ifname)
+    ethtool = pyroute.IoctlEthtool(ifname)
     try:
         current = ethtool.get_features()
         missing = [name for name in expected if name not in current]
@@ -87,7 +84,7 @@ def _set_features(ifname: str, wanted: Callable[[str], bool | None],
 
 
 def _set_qdisc(ifname: str) -> None:
-    with IPRoute() as ipr:
+    with pyroute.IPRoute() as ipr:
         ipr.tc("replace", "pfifo_fast", index=ipr.link_lookup(ifname=ifname)[0], handle=0x10000)
 
 
@@ -109,7 +106,7 @@ def tune_nea_links(links: Iterable[NeaLink]) -> Callable[[], list[str]]:
                 missing += _set_features(
                     link.segment_ifname, lambda f: True if f in RECEIVE_FEATURES else None,
                     RECEIVE_FEATURES)
-        except (OSError, NetlinkError) as exc:
+        except (OSError, pyroute.NetlinkError) as exc:
             warnings.append(f"{link.netns}/{link.ifname}: {exc}")
             continue
         if missing:
