@@ -136,25 +136,30 @@ def test_graph_of_a_running_lab_colours_the_replica_in_failover(lab_env: LabEnv)
 def test_status_watch_ends_cleanly_on_sigint(lab_env: LabEnv) -> None:
     lab_env.netlab("up")
     watch = netlab(lab_env, "status", "--watch", "--interval", "0.3")
-    # Ctrl-C once the view has refreshed, not after a fixed delay: on a loaded machine
-    # (a parallel test run) the command may still be starting after seconds.
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=lambda: [*map(lines.put, watch.stdout), lines.put(None)])
-    reader.start()
-    out, frames, deadline = [], 0, time.monotonic() + 60
-    while frames < 2 and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            line = lines.get(timeout=1)
-            if line is None:
-                break
+    try:
+        # Ctrl-C once the view has refreshed, not after a fixed delay: on a loaded machine
+        # (a parallel test run) the command may still be starting after seconds.
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=lambda: [*map(lines.put, watch.stdout), lines.put(None)])
+        reader.start()
+        out, frames, deadline = [], 0, time.monotonic() + 60
+        while frames < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=1)
+                if line is None:
+                    break
+                out.append(line)
+                frames += "VMs and replicas" in line
+        watch.send_signal(signal.SIGINT)
+        watch.wait(timeout=20)  # not communicate(): the reader owns stdout
+        reader.join(timeout=20)
+        err = watch.stderr.read()
+        while (line := lines.get_nowait() if not lines.empty() else None) is not None:
             out.append(line)
-            frames += "VMs and replicas" in line
-    watch.send_signal(signal.SIGINT)
-    watch.wait(timeout=20)  # not communicate(): the reader owns stdout
-    reader.join(timeout=20)
-    err = watch.stderr.read()
-    while (line := lines.get_nowait() if not lines.empty() else None) is not None:
-        out.append(line)
+    finally:
+        if watch.poll() is None:  # a failed wait must not leave it refreshing for the run
+            watch.kill()
+            watch.wait()
     assert watch.returncode == 0, err
     assert "Traceback" not in err and "interrupted" not in err
     assert "".join(out).count("VMs and replicas") >= 2  # refreshed, not printed once
