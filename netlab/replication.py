@@ -196,7 +196,13 @@ def rsync_argv(stage: Path, gateway: str, vm: str, link_dest: str | None) -> lis
     argv = [require_tool("rsync"), "--archive", "--delete", "--numeric-ids", "--stats",
             # restore points are read-only; the same modes on both sides let unchanged
             # files be hard links to the previous point
-            "--chmod=D555,F-w", f"--timeout={IO_TIMEOUT_S}", f"--contimeout={CONNECT_TIMEOUT_S}"]
+            "--chmod=D555,F-w", f"--timeout={IO_TIMEOUT_S}", f"--contimeout={CONNECT_TIMEOUT_S}",
+            # contents, not rsync's quick check (size, and mtime to the second): that can
+            # take a changed file of the same size for unchanged, link it from the previous
+            # point or keep a discarded transfer's copy, and the point then fails its
+            # manifest check (seen once for records.log in a suite run). Lab disks are
+            # small; hashing them costs milliseconds.
+            "--checksum"]
     if link_dest:
         argv.append(f"--link-dest=../{link_dest}")
     url = f"rsync://{gateway}:{REPLICATION_PORT}/{tenant}/{name}/{storage.POINTS_DIR}/.recv/"

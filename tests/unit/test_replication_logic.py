@@ -115,6 +115,7 @@ def test_rsync_sends_the_stage_to_the_tenant_module_incrementally() -> None:
     assert argv[-1] == "rsync://198.51.100.10:6180/acme/web/restore-points/.recv/"
     assert argv[-2] == "/s/stage/"
     assert "--link-dest=../rp-0004" in argv and "--delete" in argv
+    assert "--checksum" in argv  # a changed file of the same size and second is sent
     assert not any(a.startswith("--link-dest") for a in rsync_argv(Path("/s"), "g", "a/b", None))
 
 
