@@ -30,12 +30,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "RESULTS.md"
 # Taken when a benchmark imports this module, i.e. at its start: the machine is shared,
 # and a number means little without the load it was measured under.
 LOAD_AT_START = os.getloadavg()
+T = TypeVar("T")
 
 
 def results_path(value: str) -> Path:
@@ -44,6 +46,12 @@ def results_path(value: str) -> Path:
         raise argparse.ArgumentTypeError("needs a file, e.g. benchmarks/RESULTS.md (omit "
                                          "--results to only print the report)")
     return Path(value)
+
+def add_results_option(parser: argparse.ArgumentParser, heading: str) -> None:
+    """--results FILE: also write the report into FILE's ``## heading`` section."""
+    parser.add_argument("--results", type=results_path, default=None,
+                        help=f"also write the report into this file's '## {heading}' section")
+
 
 try:
     import netlab  # noqa: F401
@@ -307,11 +315,14 @@ class ScratchLab:
             raise RuntimeError(f"netlab {' '.join(args)}: {done.stderr.strip()}")
         return done
 
-    def remove(self) -> None:
+    def remove(self) -> list[str]:
+        """Down, cleanup, state directory deleted; returns what is left (should be nothing)."""
         for verb in ("down", "cleanup"):
             subprocess.run([*netlab_argv(), verb, "--lab", self.lab], env=self.env,
                            capture_output=True, check=False, timeout=120)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        left = namespaces_with_prefix(f"{self.lab}-")
+        return [f"namespaces left behind: {' '.join(left)}"] if left else []
 
 
 def is_root(script: str) -> bool:
@@ -322,17 +333,26 @@ def is_root(script: str) -> bool:
     return False
 
 
-def measure_in(lab: ScratchLab, measure: Callable[[], str]) -> str | None:
-    """Run `measure` and return its report; the lab is removed in any case.
+def run_then_sweep(script: str, work: Callable[[], T], sweep: Callable[[], list[str]]) -> T | None:
+    """Run `work` and return what it returns; `sweep` removes what the run made, always.
 
-    Ctrl-C or SIGTERM during the run: says so and returns None (exit status 130).
+    SIGTERM counts as Ctrl-C, and a second Ctrl-C does not stop the sweep. What the
+    sweep could not remove (its list of problems) is printed. Interrupted: says so
+    and returns None (the caller exits with 130).
     """
-    with sigterm_as_keyboard_interrupt():
-        try:
-            return measure()
-        except KeyboardInterrupt:
-            print("interrupted; removing the lab", file=sys.stderr)
-            return None
-        finally:
-            with sigint_ignored():
-                lab.remove()
+    try:
+        with sigterm_as_keyboard_interrupt():
+            return work()
+    except KeyboardInterrupt:
+        print(f"{script}: interrupted; removing what it created", file=sys.stderr)
+        return None
+    finally:
+        with sigint_ignored():
+            problems = sweep()
+        for problem in problems:
+            print(f"{script}: {problem}", file=sys.stderr)
+
+
+def measure_in(lab: ScratchLab, script: str, measure: Callable[[], str]) -> str | None:
+    """Run `measure` and return its report; the lab is removed in any case (run_then_sweep)."""
+    return run_then_sweep(script, measure, lab.remove)

@@ -47,10 +47,10 @@ from pathlib import Path
 import yaml
 from common import (
     ScratchLab,
+    add_results_option,
     is_root,
     measure_in,
     report_header,
-    results_path,
     wait_until_idle,
     write_report,
 )
@@ -265,13 +265,12 @@ def main() -> int:
                         help="MB of new data per second on each globex VM")
     parser.add_argument("--window", type=float, default=40.0,
                         help="seconds the RPO is sampled at each rate")
-    parser.add_argument("--results", type=results_path, default=None,
-                        help="also write the report into this file's '## Replication' section")
+    add_results_option(parser, "Replication")
     args = parser.parse_args()
     if not is_root("replication.py"):
         return 2
     bench = Bench(args.interval)
-    report = measure_in(bench, lambda: measure(bench, args))
+    report = measure_in(bench, "replication.py", lambda: measure(bench, args))
     if report is None:
         return 130
     print(report, end="")
