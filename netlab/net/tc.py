@@ -116,10 +116,13 @@ def loss_ruleset(ifname: str, percent: float) -> str:
     )
 
 
-def root_qdisc(netns: str, ifname: str) -> str:
-    """The first line of `tc qdisc show` for the interface (what the kernel really has)."""
+def link_qdiscs(netns: str, ifname: str) -> str:
+    """The interface's qdiscs as the kernel has them (`tc qdisc show`), one per `; `.
+
+    All of them, not only the root: on a netem kernel a rate is a tbf under netem.
+    """
     try:
         out = run(["tc", "qdisc", "show", "dev", ifname], netns=netns).stdout
     except ToolFailed:
         return ""
-    return out.splitlines()[0] if out.strip() else ""
+    return "; ".join(" ".join(line.split()) for line in out.splitlines() if line.strip())
