@@ -282,12 +282,18 @@ def start_pinger(janitor: Janitor, db_ns: str) -> subprocess.Popen:
 
 def first_reply_at(janitor: Janitor, proc: subprocess.Popen, timeout: float = 10) -> float:
     """Epoch time of the pinger's first reply (ping -D stamps); stops the pinger."""
-    os.set_blocking(proc.stdout.fileno(), False)  # type: ignore[union-attr]
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    os.set_blocking(fd, False)
     deadline = time.monotonic() + timeout
     seen = ""
     try:
         while time.monotonic() < deadline:
-            chunk = proc.stdout.read()  # type: ignore[union-attr]
+            # the fd, not proc.stdout: a text wrapper's non-blocking read of nothing
+            # yet raises TypeError (its decoder is handed None)
+            try:
+                chunk = os.read(fd, 65536).decode()
+            except BlockingIOError:
+                chunk = ""
             if chunk:
                 seen += chunk
                 m = FIRST_REPLY.search(seen)
