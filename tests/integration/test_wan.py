@@ -48,6 +48,14 @@ def netem(lab_env: LabEnv) -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def acme_edge(lab_env: LabEnv, netem: None) -> tuple[LabEnv, str, str]:
+    """The default lab, up: (lab, acme's edge namespace, its internet port)."""
+    lab_env.netlab("up")
+    edge = build_plan(lab_env.name, parse_topology(default_topology_text())).nodes["acme/edge"]
+    return lab_env, edge.netns, edge.ports[0].name
+
+
 def rtts_ms(netns: str, count: int = 20) -> list[float]:
     done = subprocess.run(["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count),
                            "-i", "0.05", "-W", "2", GATEWAY],
@@ -61,16 +69,13 @@ def qdiscs(netns: str, ifname: str) -> str:
 
 
 def test_delay_and_jitter_are_on_the_wire_and_one_change_keeps_the_others(
-    lab_env: LabEnv, netem: None
+    acme_edge: tuple[LabEnv, str, str]
 ) -> None:
-    lab = lab_env
-    lab.netlab("up")
-    edge = build_plan(lab.name, parse_topology(default_topology_text())).nodes["acme/edge"]
-    ifname = edge.ports[0].name
-    base = statistics.median(rtts_ms(edge.netns))
+    lab, netns, ifname = acme_edge
+    base = statistics.median(rtts_ms(netns))
 
     lab.netlab("wan", "set", "acme", "--delay", "50ms", "--jitter", "5ms")
-    rtts = rtts_ms(edge.netns)
+    rtts = rtts_ms(netns)
     assert len(rtts) == 20, rtts
     # the edge's egress holds each packet 50 ms +- 5 ms: never less than 45 ms more
     assert min(rtts) >= 45 and 45 <= statistics.median(rtts) - base <= 60, rtts
@@ -80,17 +85,17 @@ def test_delay_and_jitter_are_on_the_wire_and_one_change_keeps_the_others(
     lab.netlab("wan", "set", "acme", "--rate", "10mbit")
     shown = json.loads(lab.netlab("wan", "show", "--json").stdout)["acme"]
     assert (shown["delay"], shown["jitter"], shown["rate"]) == (0.05, 0.005, 10_000_000)
-    tc = qdiscs(edge.netns, ifname)
+    tc = qdiscs(netns, ifname)
     assert re.search(r"qdisc netem 1: root .*delay 50ms\s+5ms", tc), tc
     assert re.search(r"qdisc tbf 10: parent 1:1 rate 10Mbit", tc), tc
-    assert min(rtts_ms(edge.netns)) >= 45
+    assert min(rtts_ms(netns)) >= 45
 
     lab.netlab("wan", "set", "acme", "--delay", "20ms")
     shown = json.loads(lab.netlab("wan", "show", "--json").stdout)["acme"]
     assert (shown["delay"], shown["jitter"], shown["rate"]) == (0.02, 0.005, 10_000_000)
-    rtts = rtts_ms(edge.netns)
+    rtts = rtts_ms(netns)
     assert min(rtts) >= 15 and statistics.median(rtts) - base <= 30, rtts
-    assert "tbf 10: parent 1:1" in qdiscs(edge.netns, ifname)
+    assert "tbf 10: parent 1:1" in qdiscs(netns, ifname)
 
     # the rate still holds under the delay: 2 MB cannot cross 10 Mbit/s in less than
     # 1.6 s (a lower bound set by the shaper, whatever the machine's speed)
@@ -101,20 +106,17 @@ def test_delay_and_jitter_are_on_the_wire_and_one_change_keeps_the_others(
 
 
 def test_on_a_netem_kernel_loss_is_netems_and_a_cut_drops_every_packet(
-    lab_env: LabEnv, netem: None
+    acme_edge: tuple[LabEnv, str, str]
 ) -> None:
-    lab = lab_env
-    lab.netlab("up")
-    edge = build_plan(lab.name, parse_topology(default_topology_text())).nodes["acme/edge"]
-    ifname = edge.ports[0].name
+    lab, netns, ifname = acme_edge
     lab.netlab("wan", "set", "acme", "--delay", "10ms", "--loss", "100%")
-    tc = qdiscs(edge.netns, ifname)
+    tc = qdiscs(netns, ifname)
     assert re.search(r"qdisc netem 1: root .*delay 10ms loss 100%", tc), tc
-    tables = subprocess.run(["ip", "netns", "exec", edge.netns, "nft", "list", "tables"],
+    tables = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "tables"],
                             capture_output=True, text=True, check=True).stdout
     assert LOSS_TABLE not in tables  # not dropped twice: netem alone
-    assert rtts_ms(edge.netns, count=5) == []
+    assert rtts_ms(netns, count=5) == []
 
     lab.netlab("wan", "set", "acme", "--loss", "0")
-    assert "delay 10ms" in qdiscs(edge.netns, ifname)  # the delay stays
-    assert len(rtts_ms(edge.netns, count=5)) == 5
+    assert "delay 10ms" in qdiscs(netns, ifname)  # the delay stays
+    assert len(rtts_ms(netns, count=5)) == 5
