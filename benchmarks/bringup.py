@@ -35,24 +35,20 @@ import time
 from pathlib import Path
 
 from common import (
-    benchmark_command,
+    add_results_option,
     delete_namespaces,
-    host_summary,
-    machine_lines,
+    is_root,
     namespaces_with_prefix,
     netlab_argv,
-    replace_results_section,
-    results_path,
-    results_section,
-    sigint_ignored,
-    sigterm_as_keyboard_interrupt,
+    report_header,
+    run_then_sweep,
     wait_until_idle,
+    write_report,
 )
 
 from netlab.plan import LabPlan, build_plan
 from netlab.topology import load_topology, parse_topology
 
-LOAD_AT_START = os.getloadavg()
 DEFAULT_UP_GOAL_S = 1.0
 BIG_UP_GOAL_RATIO = 2.0
 
@@ -239,9 +235,7 @@ def median(runs: list[dict], key: str) -> float:
 
 def render(args: argparse.Namespace, results: dict, sizes: dict[str, dict[str, int]]) -> str:
     out = [
-        *machine_lines(),
-        f"load:     {' '.join(f'{x:.2f}' for x in LOAD_AT_START)} (1/5/15 min, at start)",
-        f"command:  {shlex.join([Path(sys.executable).name, *sys.argv])}",
+        *report_header("bringup.py"),
         f"netlab:   {shlex.join(_relative(a) for a in netlab_argv())}",
         f"runs:     {args.runs} (median shown; wall time of the whole command, "
         "Python start included)",
@@ -280,20 +274,6 @@ def render(args: argparse.Namespace, results: dict, sizes: dict[str, dict[str, i
     return "\n".join(out) + "\n"
 
 
-def write_results(path: Path, report: str) -> None:
-    """Replace (or add) the '## Bring-up' section of the results file, keep the others."""
-    section = results_section(
-        "Bring-up",
-        machine=f"{host_summary()}, {os.cpu_count()} CPUs, load {LOAD_AT_START[0]:.2f} at start",
-        command=benchmark_command("bringup.py"),
-        about="`netlab up` / `netlab down` of the default lab and of a generated lab of 100 VMs\n"
-        "(10 tenants x 10 static VMs), against iproute2 batches creating and deleting the\n"
-        "same namespaces, bridges, veths, addresses and routes.",
-        report=report,
-    )
-    replace_results_section(path, "Bring-up", section)
-
-
 def _relative(path: str) -> str:
     """Inside the checkout, relative to it: a results file names no path outside the repository."""
     return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
@@ -304,11 +284,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--vms-per-tenant", type=int, default=10)
-    parser.add_argument("--results", type=results_path, default=None,
-                        help="also write the report into this file's '## Bring-up' section")
+    add_results_option(parser, "Bring-up")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bringup.py: needs root (it creates network namespaces)", file=sys.stderr)
+    if not is_root("bringup.py"):
         return 2
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -329,28 +307,29 @@ def main() -> int:
         "default": {"netlab": [], "baseline": []},
         "100 VMs": {"netlab": [], "baseline": []},
     }
-    try:
-        with sigterm_as_keyboard_interrupt():
-            for run in range(args.runs):
-                for label, path, text in (("default", None, default_text),
-                                          ("100 VMs", topo_file, big_text)):
-                    wait_until_idle()
-                    results[label]["baseline"].append(measure_baseline(text, janitor))
-                    wait_until_idle()
-                    results[label]["netlab"].append(measure_netlab(path, janitor, env))
-                print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("bringup.py: interrupted; removing what it created", file=sys.stderr)
+
+    def measure() -> bool:
+        for run in range(args.runs):
+            for label, path, text in (("default", None, default_text),
+                                      ("100 VMs", topo_file, big_text)):
+                wait_until_idle()
+                results[label]["baseline"].append(measure_baseline(text, janitor))
+                wait_until_idle()
+                results[label]["netlab"].append(measure_netlab(path, janitor, env))
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+        return True
+
+    if run_then_sweep("bringup.py", measure, janitor.sweep) is None:
         return 130
-    finally:
-        with sigint_ignored():
-            problems = janitor.sweep()
-        for problem in problems:
-            print(f"bringup.py: {problem}", file=sys.stderr)
     report = render(args, results, sizes)
     print(report, end="")
     if args.results is not None:
-        write_results(args.results, report)
+        write_report(
+            args.results, "Bring-up", "bringup.py",
+            "`netlab up` / `netlab down` of the default lab and of a generated lab of 100 VMs\n"
+            "(10 tenants x 10 static VMs), against iproute2 batches creating and deleting the\n"
+            "same namespaces, bridges, veths, addresses and routes.",
+            report)
     return 0
 
 

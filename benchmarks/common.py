@@ -20,17 +20,24 @@ import datetime as dt
 import os
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "RESULTS.md"
+# Taken when a benchmark imports this module, i.e. at its start: the machine is shared,
+# and a number means little without the load it was measured under.
+LOAD_AT_START = os.getloadavg()
+T = TypeVar("T")
 
 
 def results_path(value: str) -> Path:
@@ -39,6 +46,12 @@ def results_path(value: str) -> Path:
         raise argparse.ArgumentTypeError("needs a file, e.g. benchmarks/RESULTS.md (omit "
                                          "--results to only print the report)")
     return Path(value)
+
+def add_results_option(parser: argparse.ArgumentParser, heading: str) -> None:
+    """--results FILE: also write the report into FILE's ``## heading`` section."""
+    parser.add_argument("--results", type=results_path, default=None,
+                        help=f"also write the report into this file's '## {heading}' section")
+
 
 try:
     import netlab  # noqa: F401
@@ -206,6 +219,24 @@ def machine_lines() -> list[str]:
     ]
 
 
+def load_text(load: tuple[float, float, float] | None = None) -> str:
+    """The 1, 5 and 15 minute load averages (now, or `load`), as ``uptime`` prints them."""
+    return " ".join(f"{x:.2f}" for x in (load or os.getloadavg()))
+
+
+def report_header(script: str) -> list[str]:
+    """The lines that open every report: machine, load at start and end, and the command.
+
+    The load at the end is read when this is called, so call it once measuring is done.
+    """
+    return [
+        *machine_lines(),
+        f"load:     {load_text(LOAD_AT_START)} at start, {load_text()} at end "
+        "(1/5/15 min; other work on the machine slows what is measured)",
+        f"command:  {benchmark_command(script)}",
+    ]
+
+
 # ----- RESULTS.md ----------------------------------------------------------------------------
 
 
@@ -242,3 +273,86 @@ def replace_results_section(path: Path, heading: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def write_report(path: Path, heading: str, script: str, about: str, report: str) -> None:
+    """Put `report` into the ``## heading`` section of `path`, in the layout all share.
+
+    The section names the machine (with the load at the start), the command as run
+    from the repository root, and says in `about` what was measured.
+    """
+    section = results_section(
+        heading,
+        machine=f"{host_summary()}, {os.cpu_count()} CPUs, load {LOAD_AT_START[0]:.2f} at start",
+        command=benchmark_command(script),
+        about=about,
+        report=report,
+    )
+    replace_results_section(path, heading, section)
+
+
+# ----- a scratch lab driven through the CLI ---------------------------------------------------
+
+
+class ScratchLab:
+    """A lab of its own (``<letter><hex>``) in a temporary NETLAB_STATE_DIR.
+
+    The benchmark drives it through the ``netlab`` CLI, as a user would, and
+    `remove` takes it down and deletes its state directory whatever happened.
+    """
+
+    def __init__(self, letter: str, purpose: str) -> None:
+        self.state_dir = Path(tempfile.mkdtemp(prefix=f"netlab-bench-{purpose}-"))
+        self.lab = f"{letter}{secrets.token_hex(3)}"
+        self.env = {**os.environ, "NETLAB_STATE_DIR": str(self.state_dir),
+                    "NETLAB_LAB": self.lab}
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run ``netlab ARGS`` on this lab; a failure raises RuntimeError with its stderr."""
+        done = subprocess.run([*netlab_argv(), *args], env=self.env, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, check=False, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"netlab {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def remove(self) -> list[str]:
+        """Down, cleanup, state directory deleted; returns what is left (should be nothing)."""
+        for verb in ("down", "cleanup"):
+            subprocess.run([*netlab_argv(), verb, "--lab", self.lab], env=self.env,
+                           capture_output=True, check=False, timeout=120)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        left = namespaces_with_prefix(f"{self.lab}-")
+        return [f"namespaces left behind: {' '.join(left)}"] if left else []
+
+
+def is_root(script: str) -> bool:
+    """Whether we run as root; if not, says so in one line (benchmarks make namespaces)."""
+    if os.geteuid() == 0:
+        return True
+    print(f"benchmarks/{script} needs root (it creates network namespaces)", file=sys.stderr)
+    return False
+
+
+def run_then_sweep(script: str, work: Callable[[], T], sweep: Callable[[], list[str]]) -> T | None:
+    """Run `work` and return what it returns; `sweep` removes what the run made, always.
+
+    SIGTERM counts as Ctrl-C, and a second Ctrl-C does not stop the sweep. What the
+    sweep could not remove (its list of problems) is printed. Interrupted: says so
+    and returns None (the caller exits with 130).
+    """
+    try:
+        with sigterm_as_keyboard_interrupt():
+            return work()
+    except KeyboardInterrupt:
+        print(f"{script}: interrupted; removing what it created", file=sys.stderr)
+        return None
+    finally:
+        with sigint_ignored():
+            problems = sweep()
+        for problem in problems:
+            print(f"{script}: {problem}", file=sys.stderr)
+
+
+def measure_in(lab: ScratchLab, script: str, measure: Callable[[], str]) -> str | None:
+    """Run `measure` and return its report; the lab is removed in any case (run_then_sweep)."""
+    return run_then_sweep(script, measure, lab.remove)

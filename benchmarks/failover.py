@@ -21,42 +21,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from common import (
-    host_summary,
-    machine_lines,
-    replace_results_section,
-    results_path,
-    results_section,
-    sigterm_as_keyboard_interrupt,
+    ScratchLab,
+    add_results_option,
+    is_root,
+    measure_in,
+    report_header,
+    write_report,
 )
 
 GOAL_SECONDS = 0.5
 
 
-class Bench:
+class Bench(ScratchLab):
     def __init__(self) -> None:
-        self.state_dir = Path(tempfile.mkdtemp(prefix="netlab-bench-fo-"))
-        self.lab = f"f{secrets.token_hex(3)}"
-        self.env = {**os.environ, "NETLAB_STATE_DIR": str(self.state_dir),
-                    "NETLAB_LAB": self.lab}
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "netlab.cli", *args], env=self.env,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              check=False, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"netlab {' '.join(args)}: {done.stderr.strip()}")
-        return done
+        super().__init__("f", "fo")
 
     def failover(self, vms: list[str]) -> float:
         result = json.loads(self.cli("failover", *vms, "--json").stdout)
@@ -72,12 +55,6 @@ class Bench:
     def static_vms(self) -> list[str]:
         status = json.loads(self.cli("status", "--json").stdout)
         return [v["name"] for v in status["vms"] if v["replica"]]
-
-    def remove(self) -> None:
-        for verb in ("down", "cleanup"):
-            subprocess.run([sys.executable, "-m", "netlab.cli", verb, "--lab", self.lab],
-                           env=self.env, capture_output=True, check=False, timeout=120)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def measure(bench: Bench, runs: int) -> str:
@@ -96,8 +73,7 @@ def measure(bench: Bench, runs: int) -> str:
         rows.append((label, bench.failover(vms), bench.undo(vms)))
     p50 = statistics.median(recovery)
     lines = [
-        *machine_lines(),
-        f"command:  python {' '.join(sys.argv)}",
+        *report_header("failover.py"),
         f"runs:     {runs} x (failover + undo) of acme/web, its source VM failed",
         "",
         "acme/web            p50      min      max",
@@ -114,41 +90,24 @@ def measure(bench: Bench, runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, report: str, args: argparse.Namespace) -> None:
-    """Replace (or add) the '## Failover' section of the results file, keep the others."""
-    section = results_section(
-        "Failover",
-        machine=f"{host_summary()}, {os.cpu_count()} CPUs",
-        command=f".venv/bin/python benchmarks/failover.py --runs {args.runs} "
-        f"--results {args.results}",
-        about="Recovery time is the CLI's `recovery_seconds` (command start to the first ping "
-        "reply from the tenant side, NEA pair power-on included).",
-        report=report,
-    )
-    replace_results_section(path, "Failover", section)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--results", type=results_path, default=None,
-                        help="also write the report into this file's '## Failover' section")
+    add_results_option(parser, "Failover")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("benchmarks/failover.py needs root", file=sys.stderr)
-        return 1
+    if not is_root("failover.py"):
+        return 2
     bench = Bench()
-    with sigterm_as_keyboard_interrupt():
-        try:
-            report = measure(bench, args.runs)
-        except KeyboardInterrupt:
-            print("interrupted; removing the lab", file=sys.stderr)
-            return 130
-        finally:
-            bench.remove()
+    report = measure_in(bench, "failover.py", lambda: measure(bench, args.runs))
+    if report is None:
+        return 130
     print(report)
     if args.results is not None:
-        write_results(args.results, report, args)
+        write_report(
+            args.results, "Failover", "failover.py",
+            "Recovery time is the CLI's `recovery_seconds` (command start to the first ping "
+            "reply from the tenant side, NEA pair power-on included).",
+            report)
     return 0
 
 

@@ -45,16 +45,14 @@ from pathlib import Path
 from arp import Prober, measure_burst, percentile, rss_kib
 from bringup import Janitor, counts, measure_baseline
 from common import (
-    benchmark_command,
-    host_summary,
-    machine_lines,
+    add_results_option,
+    is_root,
     namespaces_with_prefix,
     netlab_argv,
-    replace_results_section,
-    results_path,
-    results_section,
-    sigterm_as_keyboard_interrupt,
+    report_header,
+    run_then_sweep,
     wait_until_idle,
+    write_report,
 )
 
 from netlab.plan import build_plan
@@ -238,7 +236,7 @@ def _ms(value: float | None) -> str:
 
 def render(results: list[dict]) -> str:
     lines = ["Provider scale: T tenants x 10 static VMs, one 172.16.0.0/16 network each",
-             *machine_lines(), ""]
+             *report_header("scale.py"), ""]
     header = (f"{'tenants':>7} {'ns':>5} {'up':>7} {'ip-batch':>8} {'down':>6} "
               f"{'fo 1':>6} {'fo T':>6} {'ratio':>6} {'undo 1':>6} {'undo T':>6} {'ratio':>6} "
               f"{'MiB/pair':>8} {'RSS/pair':>8} {'ARP p50':>8} {'ARP p99':>8}")
@@ -299,11 +297,9 @@ def main() -> int:
     parser.add_argument("--arp-count", type=int, default=400, help="ARP requests per mode")
     parser.add_argument("--concurrent", type=int, default=10,
                         help="replicas asking at once in the ARP measurement (default 10)")
-    parser.add_argument("--results", type=results_path, default=None,
-                        help="also write the report into this file's '## Scale' section")
+    add_results_option(parser, "Scale")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("scale.py needs root", file=sys.stderr)
+    if not is_root("scale.py"):
         return 2
     sizes = [int(x) for x in args.tenants.split(",") if x.strip()]
     work = Path(tempfile.mkdtemp(prefix="netlab-bench-scale-"))
@@ -311,29 +307,26 @@ def main() -> int:
     env.pop("NETLAB_LAB", None)
     janitor = Janitor(env, work)
     results = []
-    with sigterm_as_keyboard_interrupt():
-        try:
-            for tenants in sizes:
-                results.append(measure(tenants, env, janitor, args, work))
-                print(f"{tenants} tenants measured", file=sys.stderr)
-        except KeyboardInterrupt:
-            print("interrupted: cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            problems = janitor.sweep()
-            for problem in problems:
-                print(f"cleanup: {problem}", file=sys.stderr)
+
+    def measure_all() -> list[dict]:
+        for tenants in sizes:
+            results.append(measure(tenants, env, janitor, args, work))
+            print(f"{tenants} tenants measured", file=sys.stderr)
+        return results
+
+    if run_then_sweep("scale.py", measure_all, janitor.sweep) is None:
+        return 130
     buffer = io.StringIO()
     with redirect_stdout(buffer):
         print(render(results), end="")
     report = buffer.getvalue()
     print(report, end="")
     if args.results is not None:
-        replace_results_section(args.results, "Scale", results_section(
-            "Scale", host_summary(), benchmark_command("scale.py"),
+        write_report(
+            args.results, "Scale", "scale.py",
             "Generated labs of 10, 50 and 100 tenants x 10 static VMs, each tenant on one /16: "
             "bring-up against ip -batch, failover of one VM per tenant in one command against "
-            "one VM, memory per NEA pair, ARP latency with every appliance on.", report))
+            "one VM, memory per NEA pair, ARP latency with every appliance on.", report)
     return 0
 
 

@@ -49,16 +49,14 @@ from pathlib import Path
 
 from common import (
     add_namespace,
-    benchmark_command,
+    add_results_option,
     delete_namespaces,
+    is_root,
     namespaces_with_prefix,
     netlab_argv,
-    replace_results_section,
-    results_path,
-    results_section,
-    sigint_ignored,
-    sigterm_as_keyboard_interrupt,
-    utc_now,
+    report_header,
+    run_then_sweep,
+    write_report,
 )
 
 from netlab import wireguard
@@ -284,12 +282,18 @@ def start_pinger(janitor: Janitor, db_ns: str) -> subprocess.Popen:
 
 def first_reply_at(janitor: Janitor, proc: subprocess.Popen, timeout: float = 10) -> float:
     """Epoch time of the pinger's first reply (ping -D stamps); stops the pinger."""
-    os.set_blocking(proc.stdout.fileno(), False)  # type: ignore[union-attr]
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    os.set_blocking(fd, False)
     deadline = time.monotonic() + timeout
     seen = ""
     try:
         while time.monotonic() < deadline:
-            chunk = proc.stdout.read()  # type: ignore[union-attr]
+            # the fd, not proc.stdout: a text wrapper's non-blocking read of nothing
+            # yet raises TypeError (its decoder is handed None)
+            try:
+                chunk = os.read(fd, 65536).decode()
+            except BlockingIOError:
+                chunk = ""
             if chunk:
                 seen += chunk
                 m = FIRST_REPLY.search(seen)
@@ -336,12 +340,8 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict]],
-           bringup: dict[str, list[float]], load_at_start: str) -> str:
+           bringup: dict[str, list[float]]) -> str:
     rows = [
         ("netlab tunnel: acme/db -> acme/web@sp", "tunnel"),
         (f"bare {lab_backend} pair, as shipped", "bare"),
@@ -351,11 +351,7 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
         (f"reverse: bare {lab_backend} pair, tuned", "tuned_rev"),
     ]
     out = [
-        f"date:     {utc_now()}",
-        f"machine:  kernel {os.uname().release}, nproc {os.cpu_count()}",
-        f"load:     {load_at_start} at start, {loadavg()} at end (1/5/15 min; other work "
-        "on the machine lowers throughput)",
-        f"command:  {benchmark_command('tunnel.py')}",
+        *report_header("tunnel.py"),
         f"backend:  {lab_backend} WireGuard (the lab's and the bare pair's)",
         "",
         f"TCP throughput, iperf3 -t {IPERF_SECONDS} -J, median of {args.runs}",
@@ -422,32 +418,14 @@ def render(args: argparse.Namespace, lab_backend: str, tput: dict[str, list[dict
     return "\n".join(out) + "\n"
 
 
-def write_results(path: Path, report: str) -> None:
-    """Replace (or add) the '## Tunnel' section of the results file, keep the others."""
-    section = results_section(
-        "Tunnel",
-        machine=f"kernel {os.uname().release}, {os.cpu_count()} CPUs (nproc)",
-        command=benchmark_command("tunnel.py"),
-        about="iperf3 TCP through the lab's NEA tunnel (acme/db to the replica of acme/web),\n"
-        "through bare WireGuard pairs of the same backend and MTU between two namespaces\n"
-        "(as shipped, and tuned like the NEAs),\n"
-        "and through a plain veth; then the time from powering the NEA pair on to the\n"
-        "first ping reply across it.",
-        report=report,
-    )
-    replace_results_section(path, "Tunnel", section)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (median)")
     parser.add_argument("--bringup-runs", type=int, default=5,
                         help="nea up -> first reply runs, each way (median)")
-    parser.add_argument("--results", type=results_path, default=None,
-                        help="also write the report into this file's '## Tunnel' section")
+    add_results_option(parser, "Tunnel")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("tunnel.py: needs root (it creates network namespaces)", file=sys.stderr)
+    if not is_root("tunnel.py"):
         return 2
     if args.runs < 1 or args.bringup_runs < 1:
         parser.error("--runs and --bringup-runs must be at least 1")
@@ -468,43 +446,47 @@ def main() -> int:
 
     tput: dict[str, list[dict]] = {"tunnel": [], "bare": [], "tuned": [], "veth": [],
                                    "tunnel_rev": [], "tuned_rev": []}
-    load_at_start = loadavg()
-    try:
-        with sigterm_as_keyboard_interrupt():
-            lab, backend = make_lab(janitor, progress)
-            pair = make_bare_pair(janitor, backend, progress, tuned=False)
-            tuned = make_bare_pair(janitor, backend, progress, tuned=True)
-            plan = lab.plan()
-            replica_ns, db_ns = plan.nodes["acme/web@sp"].netns, plan.nodes["acme/db"].netns
-            for run in range(args.runs):
-                # interleaved, so that a noisy moment does not favour one path
-                tput["tunnel"].append(iperf(janitor, replica_ns, db_ns, REPLICA_IP, logs))
-                tput["bare"].append(iperf(janitor, pair.server_ns, pair.client_ns,
-                                          BARE_TUNNEL_SERVER, logs))
-                tput["tuned"].append(iperf(janitor, tuned.server_ns, tuned.client_ns,
-                                           BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS))
-                tput["veth"].append(iperf(janitor, pair.server_ns, pair.client_ns,
-                                          BARE_SERVER, logs))
-                tput["tunnel_rev"].append(iperf(janitor, replica_ns, db_ns, REPLICA_IP, logs,
-                                                reverse=True))
-                tput["tuned_rev"].append(iperf(janitor, tuned.server_ns, tuned.client_ns,
-                                               BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS,
-                                               reverse=True))
-                progress(f"iperf3 round {run + 1}/{args.runs}: " + ", ".join(
-                    f"{k} {v[-1]['gbps']:.3f} Gbit/s" for k, v in tput.items()))
-            bringup = measure_bringup(janitor, lab, args.bringup_runs, progress)
-    except KeyboardInterrupt:
-        print("tunnel.py: interrupted; removing what it created", file=sys.stderr)
+
+    def measure() -> tuple[str, dict[str, list[float]]]:
+        lab, backend = make_lab(janitor, progress)
+        pair = make_bare_pair(janitor, backend, progress, tuned=False)
+        tuned = make_bare_pair(janitor, backend, progress, tuned=True)
+        plan = lab.plan()
+        replica_ns, db_ns = plan.nodes["acme/web@sp"].netns, plan.nodes["acme/db"].netns
+        for run in range(args.runs):
+            # interleaved, so that a noisy moment does not favour one path
+            tput["tunnel"].append(iperf(janitor, replica_ns, db_ns, REPLICA_IP, logs))
+            tput["bare"].append(iperf(janitor, pair.server_ns, pair.client_ns,
+                                      BARE_TUNNEL_SERVER, logs))
+            tput["tuned"].append(iperf(janitor, tuned.server_ns, tuned.client_ns,
+                                       BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS))
+            tput["veth"].append(iperf(janitor, pair.server_ns, pair.client_ns,
+                                      BARE_SERVER, logs))
+            tput["tunnel_rev"].append(iperf(janitor, replica_ns, db_ns, REPLICA_IP, logs,
+                                            reverse=True))
+            tput["tuned_rev"].append(iperf(janitor, tuned.server_ns, tuned.client_ns,
+                                           BARE_TUNNEL_SERVER, logs, mss=TUNNEL_TCP_MSS,
+                                           reverse=True))
+            progress(f"iperf3 round {run + 1}/{args.runs}: " + ", ".join(
+                f"{k} {v[-1]['gbps']:.3f} Gbit/s" for k, v in tput.items()))
+        bringup = measure_bringup(janitor, lab, args.bringup_runs, progress)
+        return backend, bringup
+
+    measured = run_then_sweep("tunnel.py", measure, janitor.sweep)
+    if measured is None:
         return 130
-    finally:
-        with sigint_ignored():
-            problems = janitor.sweep()
-        for problem in problems:
-            print(f"tunnel.py: {problem}", file=sys.stderr)
-    report = render(args, backend, tput, bringup, load_at_start)
+    backend, bringup = measured
+    report = render(args, backend, tput, bringup)
     print(report, end="")
     if args.results is not None:
-        write_results(args.results, report)
+        write_report(
+            args.results, "Tunnel", "tunnel.py",
+            "iperf3 TCP through the lab's NEA tunnel (acme/db to the replica of acme/web),\n"
+            "through bare WireGuard pairs of the same backend and MTU between two namespaces\n"
+            "(as shipped, and tuned like the NEAs),\n"
+            "and through a plain veth; then the time from powering the NEA pair on to the\n"
+            "first ping reply across it.",
+            report)
     return 0
 
 

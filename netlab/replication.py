@@ -257,7 +257,10 @@ def _transfer(lab: Lab, vm: str, started: float) -> dict[str, Any]:
     gateway = str(plan.topology.provider.gateway)
     edge = plan.nodes[f"{node.tenant}/edge"]
     argv = rsync_argv(stage, gateway, vm, newest_point_name(replica_dir))
+    sending = time.monotonic()
     done = run(argv, netns=edge.netns, check=False, timeout=3600)
+    # the transfer alone: the WAN's share of the job, without snapshot and verification
+    transfer_seconds = round(time.monotonic() - sending, 3)
     if done.returncode != 0:
         return {"result": "failed", "reason": failure_reason(done.returncode, done.stderr, gateway)}
     reason = _hold_reason(lab.dir.read(), vm)
@@ -269,7 +272,8 @@ def _transfer(lab: Lab, vm: str, started: float) -> dict[str, Any]:
     except VerificationFailed as exc:
         return {"result": "failed", "reason": f"verification failed, point discarded: {exc}"}
     return {"result": "ok", "restore_point": point.id, "snapshot": snapshot_at,
-            "bytes_sent": _bytes_sent(done.stdout), "files": point.files,
+            "bytes_sent": _bytes_sent(done.stdout), "transfer_seconds": transfer_seconds,
+            "files": point.files,
             "size_bytes": point.size_bytes}
 
 

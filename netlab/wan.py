@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from netlab.errors import LabError, PreconditionFailed, UnknownNode
-from netlab.net.tc import LinkConditions, apply_conditions, has_qdisc, root_qdisc
+from netlab.net.tc import LinkConditions, apply_conditions, has_qdisc, link_qdiscs
 from netlab.plan import LabPlan
 from netlab.state import LabDir
 from netlab.topology.model import Wan
@@ -122,7 +122,7 @@ def show_wan(lab_dir: LabDir, plan: LabPlan) -> dict[str, dict[str, Any]]:
         netns, ifname = _link(plan, target)
         profile = profiles.get(target) or {}
         shown[target] = {"interface": ifname, **{k: profile.get(k) for k in PARAMETERS},
-                         "summary": describe(profile), "qdisc": root_qdisc(netns, ifname)}
+                         "summary": describe(profile), "qdisc": link_qdiscs(netns, ifname)}
     return shown
 
 

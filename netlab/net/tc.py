@@ -2,9 +2,9 @@
 
 Rate is a tbf qdisc; delay and jitter need netem, which some kernels lack (this
 one: no sch_netem), so `has_qdisc` asks the kernel before anything changes.
-Loss is an nftables `numgen random` drop on the interface's egress, in a table
-of its own: it works with or without netem, and each packet is dropped
-independently with the given probability, as netem's loss would.
+Loss is netem's where the kernel has netem; where it has not, it is an nftables
+`numgen random` drop on the interface's egress, in a table of its own, which
+drops each packet independently with the given probability, as netem's loss would.
 """
 
 from __future__ import annotations
@@ -52,26 +52,50 @@ def tbf_args(rate: int) -> list[str]:
     return ["rate", f"{rate}bit", "burst", str(burst), "limit", str(limit)]
 
 
-def netem_args(delay: float, jitter: float | None) -> list[str]:
-    args = ["delay", f"{delay * 1000:g}ms"]
-    if jitter:
-        args += [f"{jitter * 1000:g}ms"]
+def netem_args(delay: float | None, jitter: float | None, loss: float | None = None) -> list[str]:
+    args = []
+    if delay or jitter:
+        args += ["delay", f"{(delay or 0.0) * 1000:g}ms"]
+        if jitter:
+            args += [f"{jitter * 1000:g}ms"]
+    if loss:
+        args += ["loss", f"{loss:g}%"]
     return args
 
 
-def apply_conditions(netns: str, ifname: str, cond: LinkConditions) -> None:
-    """Make `ifname`'s egress obey `cond` exactly (what it leaves unset is cleared)."""
-    run(["tc", "qdisc", "del", "dev", ifname, "root"], netns=netns, check=False)
-    if cond.delay or cond.jitter:
-        run(["tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:", "netem",
-             *netem_args(cond.delay or 0.0, cond.jitter)], netns=netns)
+def qdisc_commands(ifname: str, cond: LinkConditions, netem: bool) -> list[list[str]]:
+    """The `tc` argvs (after the root qdisc is deleted) that give `ifname` `cond`.
+
+    With netem, it carries delay, jitter and loss, and tbf is its child (handle
+    10: under 1:1, the layout of tc-netem(8)'s "rate control" example): a packet
+    is held for its delay, then paced by tbf, so the rate holds whatever the delay.
+    Without netem (`netem` False) only tbf is made; loss is then nftables'
+    (`loss_ruleset`) and delay cannot be had (the caller refuses it).
+    """
+    dev = ["dev", ifname]
+    shaped = netem_args(cond.delay, cond.jitter, cond.loss) if netem else []
+    if shaped:
+        commands = [["tc", "qdisc", "add", *dev, "root", "handle", "1:", "netem", *shaped]]
         if cond.rate:
-            run(["tc", "qdisc", "add", "dev", ifname, "parent", "1:1", "handle", "10:", "tbf",
-                 *tbf_args(cond.rate)], netns=netns)
-    elif cond.rate:
-        run(["tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:", "tbf",
-             *tbf_args(cond.rate)], netns=netns)
-    if cond.loss:
+            commands.append(["tc", "qdisc", "add", *dev, "parent", "1:1", "handle", "10:",
+                             "tbf", *tbf_args(cond.rate)])
+        return commands
+    if cond.rate:
+        return [["tc", "qdisc", "add", *dev, "root", "handle", "1:", "tbf", *tbf_args(cond.rate)]]
+    return []
+
+
+def apply_conditions(netns: str, ifname: str, cond: LinkConditions) -> None:
+    """Make `ifname`'s egress obey `cond` exactly (what it leaves unset is cleared).
+
+    Loss goes to netem where the kernel has it (one qdisc for delay and loss, as
+    on the hosted CI), else to an nftables drop; never both at once.
+    """
+    netem = has_qdisc(netns, "netem")
+    run(["tc", "qdisc", "del", "dev", ifname, "root"], netns=netns, check=False)
+    for argv in qdisc_commands(ifname, cond, netem):
+        run(argv, netns=netns)
+    if cond.loss and not netem:
         apply_ruleset(netns, loss_ruleset(ifname, cond.loss), LOSS_TABLE)
     else:
         delete_table(netns, LOSS_TABLE)
@@ -92,10 +116,13 @@ def loss_ruleset(ifname: str, percent: float) -> str:
     )
 
 
-def root_qdisc(netns: str, ifname: str) -> str:
-    """The first line of `tc qdisc show` for the interface (what the kernel really has)."""
+def link_qdiscs(netns: str, ifname: str) -> str:
+    """The interface's qdiscs as the kernel has them (`tc qdisc show`), one per `; `.
+
+    All of them, not only the root: on a netem kernel a rate is a tbf under netem.
+    """
     try:
         out = run(["tc", "qdisc", "show", "dev", ifname], netns=netns).stdout
     except ToolFailed:
         return ""
-    return out.splitlines()[0] if out.strip() else ""
+    return "; ".join(" ".join(line.split()) for line in out.splitlines() if line.strip())

@@ -465,7 +465,8 @@ def replicate(
         job = replication.run_job(lab, name)
         if job["result"] == "ok":
             outcome.append({"vm": name, "restore_point": job["restore_point"],
-                            "seconds": job["seconds"], "bytes_sent": job.get("bytes_sent")})
+                            "seconds": job["seconds"], "bytes_sent": job.get("bytes_sent"),
+                            "transfer_seconds": job.get("transfer_seconds")})
         else:
             outcome.append({"vm": name, job["result"]: job["reason"]})
     return outcome

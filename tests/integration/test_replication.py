@@ -210,3 +210,67 @@ def test_a_cut_wan_fails_jobs_visibly_and_replication_recovers_unaided(
     killed = time.time()
     wait_for("a job after the restart", lambda: (
         j := job(lab)).get("result") == "ok" and j["started"] > killed)
+
+
+def rpo_of_web(lab: LabEnv) -> dict[str, Any]:
+    return next(v["rpo"] for v in lab.status()["vms"] if v["name"] == WEB)
+
+
+def jobs_started_after(lab: LabEnv, moment: float) -> list[dict[str, Any]]:
+    """acme/web's finished jobs that started after `moment`, in the order they started."""
+    events = [json.loads(line) for line in (lab.lab_dir / "events.jsonl").read_text().splitlines()]
+    jobs = [e | {"started": e["time"] - e["seconds"]} for e in events
+            if e.get("vm") == WEB and e["event"] in ("replication-ok", "replication-failed")]
+    return sorted((j for j in jobs if j["started"] > moment), key=lambda j: j["started"])
+
+
+def test_the_edge_link_cut_fails_the_next_job_with_its_reason_and_replication_resumes(
+    lab_env: LabEnv, tmp_path: Path
+) -> None:
+    """The cable between the tenant edge and the internet is pulled, then plugged back.
+
+    The cut is the switch side of the edge's internet veth set down: the edge's port
+    loses its carrier (as a pulled cable or a dead upstream router does) and keeps its
+    address and routes, so nothing but the link coming back is needed to recover.
+    """
+    lab = lab_env
+    lab.netlab("up", str(scheduled_topology(tmp_path / "scheduled.yaml")))
+    plan = build_plan(lab.name, parse_topology(default_topology_text()))
+    port = plan.nodes["acme/edge"].ports[0]
+    switch = plan.segments[port.segment].netns
+    edge_port = ["nsenter", f"--net=/run/netns/{plan.nodes['acme/edge'].netns}", "ip", "-j",
+                 "link", "show", "dev", port.name]
+    wait_for("a scheduled job", lambda: job(lab).get("result") == "ok"
+             and job(lab).get("trigger") == "schedule")
+
+    subprocess.run(["ip", "-n", switch, "link", "set", port.bridge_port, "down"], check=True)
+    cut = time.time()
+    [link] = json.loads(subprocess.run(edge_port, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert "NO-CARRIER" in link["flags"], link  # what the edge sees: no cable
+
+    # The next job the schedule starts after the cut is the one that fails (none
+    # succeeds in between), so status shows it one interval after the cut at most.
+    failed = wait_for("a failed job after the cut", lambda: (
+        j := job(lab)).get("result") == "failed" and j["started"] > cut and j)
+    assert jobs_started_after(lab, cut)[0]["event"] == "replication-failed"
+    assert "WAN" in failed["reason"] and "198.51.100.10:6180" in failed["reason"], failed
+    first = rpo_of_web(lab)
+    assert first["last_job"]["result"] == "failed"
+    assert f"replication of {WEB} failed: " in lab.netlab("status").stdout
+    # the RPO grows: the same newest point, older at every look, until over its goal
+    grown = wait_for("the RPO to pass its goal", lambda: (r := rpo_of_web(lab))["over_goal"]
+                     and r)
+    assert grown["newest_point"] == first["newest_point"]
+    assert grown["age_seconds"] > first["age_seconds"]
+
+    subprocess.run(["ip", "-n", switch, "link", "set", port.bridge_port, "up"], check=True)
+    back = time.time()
+    # unaided: nobody runs `netlab replicate`; the first job started after the cable
+    # is back succeeds and makes a new point
+    ok = wait_for("a job started after the link is back", lambda: (
+        after := jobs_started_after(lab, back)) and after[0])
+    assert ok["event"] == "replication-ok", ok
+    assert job(lab)["trigger"] == "schedule"
+    wait_for("the RPO back under its goal", lambda: not rpo_of_web(lab)["over_goal"])
+    assert rpo_of_web(lab)["newest_point"] != first["newest_point"]

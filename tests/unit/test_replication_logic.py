@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from netlab.errors import PreconditionFailed, TopologyError
-from netlab.net.tc import loss_ruleset, tbf_args
+from netlab.net.tc import LinkConditions, loss_ruleset, qdisc_commands, tbf_args
 from netlab.plan import build_plan
 from netlab.receiver import rsyncd_config
 from netlab.replication import (
@@ -217,6 +217,27 @@ def test_loss_is_an_nftables_random_drop_and_a_cut_drops_all() -> None:
     rate = tbf_args(10_000_000)
     assert rate[:2] == ["rate", "10000000bit"]
 
+
+
+def test_with_netem_delay_jitter_and_loss_are_one_netem_and_rate_its_tbf_child() -> None:
+    cond = LinkConditions(rate=10_000_000, delay=0.05, jitter=0.005, loss=1.0)
+    root, child = qdisc_commands("x-e6", cond, netem=True)
+    assert root == ["tc", "qdisc", "add", "dev", "x-e6", "root", "handle", "1:", "netem",
+                    "delay", "50ms", "5ms", "loss", "1%"]
+    # tbf under netem's one class: the delay does not undo the rate, nor the rate the delay
+    assert child[:10] == ["tc", "qdisc", "add", "dev", "x-e6", "parent", "1:1", "handle",
+                          "10:", "tbf"]
+    assert child[10:] == tbf_args(10_000_000)
+    # loss alone on a netem kernel is netem's, not nftables'
+    assert qdisc_commands("x-e6", LinkConditions(loss=100.0), netem=True) == [
+        ["tc", "qdisc", "add", "dev", "x-e6", "root", "handle", "1:", "netem", "loss", "100%"]]
+
+
+def test_without_netem_only_rate_is_a_qdisc_and_nothing_is_made_for_no_conditions() -> None:
+    [tbf] = qdisc_commands("x-e6", LinkConditions(rate=10_000_000, loss=1.0), netem=False)
+    assert tbf[5:9] == ["root", "handle", "1:", "tbf"]
+    assert qdisc_commands("x-e6", LinkConditions(loss=1.0), netem=False) == []
+    assert qdisc_commands("x-e6", LinkConditions(), netem=True) == []
 
 # ----- topology validation of the new keys --------------------------------------------
 
