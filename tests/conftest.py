@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,12 +305,36 @@ def still_ours(lab: LabEnv, inodes: dict[int, str]) -> dict[int, str]:
     return {ino: name for ino, name in {**inodes, **current}.items() if ino not in others}
 
 
+def processes_left_in(lab: LabEnv, inodes: dict[int, str]) -> dict[int, str]:
+    """Processes still in the lab's namespaces: pid -> 'namespace: command line'.
+
+    The kernel gives a freed namespace inode to the next namespace made (lowest number
+    first), and another test's `up` holds a new namespace for a moment before it names
+    it in /run/netns: its process then looks like ours. So a process is ours only if it
+    is still there, in a namespace no one else has named, half a second later.
+    """
+    found = pids_in(still_ours(lab, inodes))
+    if found:
+        time.sleep(0.5)
+        again = pids_in(still_ours(lab, inodes))
+        found = {pid: ns for pid, ns in found.items() if again.get(pid) == ns}
+    return {pid: f"{ns}: {_command_line(pid)}" for pid, ns in found.items()}
+
+
+def _command_line(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "(gone)"
+    return " ".join(a.decode(errors="replace") for a in argv if a)[:200]
+
+
 def leftovers(lab: LabEnv, inodes: dict[int, str]) -> list[str]:
     """Everything of `lab` still on the machine; `inodes` are its namespaces before cleanup."""
     problems = []
     if names := lab.namespaces():
         problems.append(f"namespaces: {names}")
-    if pids := pids_in(still_ours(lab, inodes)):
+    if pids := processes_left_in(lab, inodes):
         problems.append(f"processes in the lab's namespaces: {pids}")
     needles = [str(lab.lab_dir), f"/run/netns/{lab.prefix}", f" {lab.prefix}"]
     if pids := pids_naming(needles):
