@@ -20,12 +20,13 @@ Installs what netlab needs on a Debian/Ubuntu machine, as root (a user with sudo
 rights is switched to root through sudo):
   - Debian packages: iproute2 util-linux nftables wireguard-tools wireguard-go
     dnsmasq-base busybox iputils-arping iputils-ping tcpdump iperf3 curl
-    python3-venv python3-pip procps
+    python3-venv python3-pip procps rsync, and chromium for the web view's tests
   - the virtualenv <repo>/.venv (from /usr/bin/python3) with `pip install -e '.[test]'`
   - the link /usr/local/bin/netlab -> <repo>/.venv/bin/netlab ($NETLAB_LINK overrides
     where the link goes), so `netlab ...` works from anywhere
 
-  --up             then bring up the default lab (netlab up)
+  --up             install what the lab needs (not the test tools: pytest, ruff,
+                   Playwright, chromium) and bring up the default lab (netlab up)
   --with-graphviz  also install graphviz (topology drawings)
   --reinstall      run pip even if pyproject.toml has not changed
 EOF
@@ -61,8 +62,10 @@ py=/usr/bin/python3   # Debian's interpreter on purpose: not pyenv, not whatever
 # ---------------------------------------------------------------- Debian packages
 packages=(
     iproute2 util-linux nftables wireguard-tools wireguard-go dnsmasq-base busybox
-    iputils-arping iputils-ping tcpdump iperf3 curl python3-venv python3-pip procps chromium rsync
+    iputils-arping iputils-ping tcpdump iperf3 curl python3-venv python3-pip procps rsync
 )
+# the test tools: a lab alone needs neither (`netlab web` serves any browser)
+if ((!bring_up)); then packages+=(chromium); fi
 if ((with_graphviz)); then packages+=(graphviz); fi
 
 missing=()
@@ -97,17 +100,22 @@ else
     say "virtualenv $venv exists ($("$venv/bin/python" --version 2>&1))"
 fi
 
-# pip runs again only when pyproject.toml (dependencies, entry points) changed.
+# pip runs again only when pyproject.toml (dependencies, entry points) changed, or when
+# the test tools are wanted and were not installed (`--up` installs netlab alone).
+if ((bring_up)); then target=.; else target=.[test]; fi
 stamp="$venv/.netlab-setup-stamp"
-want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $("$venv/bin/python" -V 2>&1)"
+base="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $("$venv/bin/python" -V 2>&1)"
+want="$base $target"
 have=$(cat "$stamp" 2>/dev/null || true)
 installed() {
     "$venv/bin/python" -c 'import importlib.metadata as m; m.distribution("netlab-dr")' 2>/dev/null \
-        && [[ -x "$venv/bin/netlab" && -x "$venv/bin/pytest" && -x "$venv/bin/ruff" ]]
+        && [[ -x "$venv/bin/netlab" ]] \
+        && { [[ $target == . ]] || [[ -x "$venv/bin/pytest" && -x "$venv/bin/ruff" ]]; }
 }
+if [[ $have == "$base .[test]" ]]; then want=$have; fi  # the test install holds netlab's too
 if ((reinstall)) || [[ $have != "$want" ]] || ! installed; then
-    say "pip install -e '.[test]' into $venv"
-    (cd "$repo" && "$venv/bin/python" -m pip install -q -e '.[test]')
+    say "pip install -e '$target' into $venv"
+    (cd "$repo" && "$venv/bin/python" -m pip install -q -e "$target")
     printf '%s\n' "$want" >"$stamp"
 else
     say "python packages: up to date (pyproject.toml unchanged; --reinstall to force)"
