@@ -15,6 +15,9 @@ attached).
                                                   (gratuitous ARP again for those in the set)
     {"op": "list"}                             -> {"ok": true, "prefixes": [...],
                                                    "addresses": [...], "except": [...]}
+    {"op": "conflicts"}                        -> {"ok": true, "conflicts": [...], "probing": [...]}
+                                                  (what its ARP probes found; no appliance:
+                                                   "appliances": {A: {...}})
     {"op": "stats"}                            -> {"ok": true, "stats": {...}}
                                                   (no appliance: "appliances": {A: {...}})
     {"op": "ping"}                             -> {"ok": true, "pong": true, "pid": ..,
@@ -116,6 +119,24 @@ class ProxyArpClient:
     def announce(self, addresses: Iterable[str]) -> list[str]:
         """Gratuitous ARP again for those of `addresses` in the set (a takeover)."""
         return list(self._call({"op": "announce", "addresses": list(addresses)})["announced"])
+
+    def conflicts(self) -> dict[str, Any]:
+        """What this appliance's ARP probes found: {"conflicts": [{"address", "mac",
+        "other_mac", "how", "time", ...}], "probing": [addresses still in probe]}."""
+        reply = self._call({"op": "conflicts"})
+        return {"conflicts": list(reply.get("conflicts", [])),
+                "probing": list(reply.get("probing", []))}
+
+    def wait_probed(self, addresses: Iterable[str], timeout: float = 2.0) -> list[dict]:
+        """Wait until none of `addresses` is still in probe (at most `timeout`); the
+        conflicts found for them."""
+        wanted = set(addresses)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.conflicts()
+            if not wanted & set(found["probing"]) or time.monotonic() >= deadline:
+                return [c for c in found["conflicts"] if c["address"] in wanted]
+            time.sleep(0.02)
 
     def remove(self, addresses: Iterable[str]) -> list[str]:
         """Stop proxying `addresses`; returns those that were proxied. Absent ones are fine."""

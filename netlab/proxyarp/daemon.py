@@ -5,11 +5,12 @@
 
 One thread, one `selectors` loop over:
 
-- one AF_PACKET socket per appliance (Scapy's L2Socket, kernel BPF filter `arp`, not
-  promiscuous), each opened inside its appliance's network namespace (a socket keeps
-  its namespace), read with `recv_raw()`; frames are judged by `frames.decide` with
-  `struct` and replies go out as bytes on the same socket. Dissecting with Scapy or
-  calling `sendp()` per reply costs 1-12 ms; this path costs tens of µs;
+- one AF_PACKET socket per appliance, bound to ETH_P_ARP (incoming ARP only: no
+  frame this namespace sends, no IP traffic), each opened inside its appliance's
+  network namespace (a socket keeps its namespace), read with plain `recv()`;
+  frames are judged by `frames.decide` on byte slices and replies go out as bytes on
+  the same socket. Dissecting with Scapy or calling `sendp()` per reply costs 1-12 ms;
+  this path costs tens of µs, and the daemon does not import Scapy at all;
 - the control socket (netlab.proxyarp.control; requests in netlab.proxyarp.client);
 - a self-pipe for SIGTERM/SIGINT/SIGHUP, so a signal ends the loop between frames
   and the socket file is removed.
@@ -20,6 +21,9 @@ prefixes with exceptions (netlab.proxyarp.sets), so a /8 costs what a /30 costs.
 single-appliance use: tests, benchmarks). Ready means the control socket answers
 `ping`; it is created only after the `--iface` appliance, if any, is open.
 
+Every address that becomes a member one by one (not a whole prefix) is first probed
+for, as `arping -D` does (netlab.proxyarp.probing): conflicts are logged and reported
+by the `conflicts` op, and the appliance answers for the address all the same.
 Every explicit address that joins a set is announced with the appliance's gratuitous
 count of ARP announcements, the first at once, then one per interval. Exit status: 0
 after a signal, 1 when it cannot start, 2 for bad arguments. An appliance whose
@@ -57,7 +61,7 @@ DEFAULT_GRATUITOUS_COUNT = 2
 DEFAULT_GRATUITOUS_INTERVAL = 2.0
 
 CONTROL_OPS = ("attach", "detach", "set", "add", "remove", "announce", "list", "stats",
-               "ping")
+               "conflicts", "ping")
 
 
 class StartupError(Exception):
@@ -158,7 +162,7 @@ class ProxyArpDaemon:
         return appliance
 
     def _note_announcements(self, appliance: Appliance) -> None:
-        if appliance.announce_queue:
+        if appliance.announce_queue or appliance.probes:
             self._announcing.add(appliance)
 
     def detach(self, name: str) -> bool:
@@ -166,7 +170,7 @@ class ProxyArpDaemon:
         if appliance is None:
             return False
         self._announcing.discard(appliance)
-        if appliance.l2 is not None:
+        if appliance.sock is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(appliance.fileno())
         log.info("detached %s", appliance.stats_line())
@@ -196,14 +200,17 @@ class ProxyArpDaemon:
             if self._announcing:
                 now = time.monotonic()
                 for appliance in list(self._announcing):
+                    # the probe first: it asks before the announcement claims
+                    appliance.send_due_probes(now)
                     appliance.send_due_announcements(now)
-                    if not appliance.announce_queue:
+                    if not appliance.announce_queue and not appliance.probes:
                         self._announcing.discard(appliance)
             self._control.expire_idle_clients()
         log.info("stopping")
 
     def _next_timeout(self) -> float | None:
         deadlines = [a.announce_queue[0][0] for a in self._announcing if a.announce_queue]
+        deadlines += [d for a in self._announcing if (d := a.probes.next_deadline()) is not None]
         idle = self._control.next_deadline()
         if idle is not None:
             deadlines.append(idle)
@@ -304,9 +311,7 @@ class ProxyArpDaemon:
         the LAN, and its neighbours must switch to this appliance now, not when their
         entries age out (a takeover, as keepalived announces one)."""
         appliance = self._appliance(request)
-        members = [a for a in self._addresses_of(request) if appliance.proxied.has(a)]
-        for ip in members:
-            appliance.schedule_announcements(ip.to_bytes(4, "big"))
+        members = appliance.take_over(self._addresses_of(request))
         self._note_announcements(appliance)
         return {"ok": True, "announced": [_ip(a) for a in members]}
 
@@ -330,6 +335,13 @@ class ProxyArpDaemon:
                     | self._daemon_stats()}
         return {"ok": True, "stats": self._daemon_stats(),
                 "appliances": {n: a.stats_dict() for n, a in self.appliances.items()}}
+
+    def _op_conflicts(self, request: dict) -> dict:
+        """Address conflicts the appliances' probes found, and what is still in probe."""
+        if request.get("appliance") is not None:
+            return {"ok": True, **self._appliance(request).probes.report()}
+        return {"ok": True, "appliances": {n: a.probes.report()
+                                           for n, a in self.appliances.items()}}
 
     def _daemon_stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "appliances": len(self.appliances),
