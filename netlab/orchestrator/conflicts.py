@@ -2,12 +2,18 @@
 
 netlab's own state says which node holds an address; a VM someone starts by hand
 with a used address, or a source VM still on during a failover, is only seen on
-the wire. A probe from one node of the LAN asks ARP for every address the lab
-knows there (VMs, the gateway, the tenant NEA, DHCP leases, bubble proxies) and
-counts the MACs that answer: two are a conflict. `validate` and `failover`
-record what they saw in ``state["conflicts"]`` (``"<tenant>/<network>"`` ->
-list of conflicts), which `status` shows; a later probe of the same LAN replaces
-it.
+the wire. Two probes find them:
+
+- `validate`: from one node of the LAN, ARP for every address the lab knows there
+  (VMs, the gateway, the tenant NEA, DHCP leases, bubble proxies), counting the
+  MACs that answer: two are a conflict. What it sees replaces the LAN's record.
+- `failover`: the tenant NEA's appliance probes each address it takes over
+  (netlab.proxyarp.probing, sender IP 0.0.0.0, so the probe itself moves no
+  neighbour back to the source); what it found replaces the record of those
+  addresses.
+
+Both record in ``state["conflicts"]`` (``"<tenant>/<network>"`` -> list of
+conflicts), which `status` shows.
 """
 
 from __future__ import annotations
@@ -18,11 +24,6 @@ from typing import Any
 
 from netlab.net.probes import ArpAnswer
 from netlab.plan import LabPlan, Node, NodeKind
-
-# Seconds a failover listens for answers: on one LAN every answer comes within
-# milliseconds, and each second the source VM stays on after a failover, its own ARP
-# traffic (neighbour confirmation 5 s after use) may win its neighbours back.
-WIRE_WINDOW = 0.3
 
 
 @dataclass(frozen=True)
@@ -136,33 +137,75 @@ def record(lab: Any, key: str, conflicts: list[dict[str, Any]], by: str) -> None
             table.pop(key, None)
 
 
-def probe_lans(lab: Any, keys: list[str], by: str) -> list[dict[str, Any]]:
-    """Probe each production LAN of `keys` now (main thread: MACs come from netlink)."""
+def _macs_on_lan(plan: LabPlan, key: str) -> dict[str, str]:
+    """MAC -> node name of the tenant's nodes on production LAN `key` (not replicas)."""
     import contextlib
 
-    from netlab.net.probes import ArpJob, arp_probe, interface_mac
+    from netlab.net.probes import interface_mac
 
-    plan, state = lab.plan(), lab.dir.read()
-    found: list[dict[str, Any]] = []
-    for key in keys:
-        probe = lan_probe(plan, state, key)
-        if probe is None:
+    tenant = key.split("/", 1)[0]
+    names: dict[str, str] = {}
+    for node in plan.nodes.values():
+        iface = _port_on(node, key) if node.tenant == tenant else None
+        if iface is None or node.kind is NodeKind.REPLICA:
             continue
-        answers = arp_probe([ArpJob(probe.netns, probe.iface, a) for a in probe.addresses],
-                            window=WIRE_WINDOW)
-        macs = {}
-        for where in probe.interfaces:
-            with contextlib.suppress(Exception):  # a node powered off has no MAC to name
-                macs[where] = interface_mac(*where)
-        seen = conflicts_of(probe, answers, macs)
-        forget(probe, seen)
-        record(lab, key, seen, by)
-        found += seen
+        with contextlib.suppress(Exception):  # a node powered off has no MAC to name
+            names[interface_mac(node.netns, iface)] = node.name
+    return names
+
+
+def appliance_conflicts(lab: Any, vms: list[Node], by: str) -> list[dict[str, Any]]:
+    """The conflicts the tenant NEAs' own ARP probes found for `vms`' addresses.
+
+    The appliance probes an address as it takes it over (netlab.proxyarp.probing):
+    with sender IP 0.0.0.0, so unlike a probe from a production node nothing learns
+    the source's MAC again from it. Waits for the probes still running (a fraction of
+    a second), then records what they saw for those addresses (main thread: MACs are
+    named from netlink).
+    """
+    from netlab.proxyarp.client import ProxyArpClient, ProxyArpError
+
+    plan = lab.plan()
+    found: list[dict[str, Any]] = []
+    groups: dict[str, list[str]] = {}
+    for vm in vms:
+        if vm.address:
+            groups.setdefault(f"{vm.tenant}/{vm.network}", []).append(vm.address)
+    for key, addresses in groups.items():
+        tunnel = plan.tunnels.get(key)
+        if tunnel is None:
+            continue
+        client = ProxyArpClient(str(lab.proxy_arp_socket)).for_appliance(tunnel.tenant_nea)
+        try:
+            seen = client.wait_probed(addresses)
+        except ProxyArpError:
+            continue  # no appliance, no probe: nothing seen (status shows the daemon)
+        names = _macs_on_lan(plan, key) if seen else {}
+        conflicts = [{
+            "address": c["address"], "network": key, "macs": [c["mac"], c["other_mac"]],
+            "holders": [tunnel.tenant_nea, names.get(c["other_mac"], "unknown")],
+            "expected": tunnel.tenant_nea, "seen_by": tunnel.tenant_nea, "how": c["how"],
+            "time": c["time"]} for c in seen]
+        record_addresses(lab, key, addresses, conflicts, by)
+        found += conflicts
     return found
 
 
-def failover_warnings(lab: Any, keys: list[str], sources_on: bool) -> list[str]:
-    """After a failover with a source still on: the conflicts the wire shows, as warnings."""
-    if not sources_on:
-        return []  # nothing to look for, and a probe costs a second
-    return [f"seen on the wire: {describe(c)}" for c in probe_lans(lab, keys, "failover")]
+def record_addresses(lab: Any, key: str, addresses: list[str],
+                     conflicts: list[dict[str, Any]], by: str) -> None:
+    """What a probe of `addresses` on LAN `key` saw replaces what was recorded for them;
+    the LAN's other addresses keep theirs."""
+    with lab.dir.update() as state:
+        table = state.setdefault("conflicts", {})
+        kept = [c for c in table.get(key, []) if c["address"] not in addresses]
+        kept += [c | {"by": by} for c in conflicts]
+        if kept:
+            table[key] = kept
+        else:
+            table.pop(key, None)
+
+
+def failover_warnings(lab: Any, vms: list[Node]) -> list[str]:
+    """After a failover: the conflicts its appliances saw on the wire, as warnings."""
+    return [f"seen on the wire: {describe(c)}; the tenant NEA answers for it from now on"
+            for c in appliance_conflicts(lab, vms, "failover")]

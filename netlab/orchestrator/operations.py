@@ -213,8 +213,7 @@ def _run_failover(
     op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
            f"recovery time {result.recovery_seconds or 0:.3f} s",
            recovery_seconds=result.recovery_seconds)
-    on = any(state.get("nodes", {}).get(v.name, {}).get("power") == "on" for v in vms)
-    result.warnings += conflicts.failover_warnings(lab, networks, on)
+    result.warnings += conflicts.failover_warnings(lab, vms)
     op.finish()
     return result
 
