@@ -338,7 +338,8 @@ class ProxyArpDaemon:
 
     def _op_conflicts(self, request: dict) -> dict:
         """Address conflicts the appliances' probes found, and what is still in probe."""
-        if request.get("appliance") is not None:
+        single = len(self.appliances) == 1 and not request.get("all")
+        if request.get("appliance") is not None or single:
             return {"ok": True, **self._appliance(request).probes.report()}
         return {"ok": True, "appliances": {n: a.probes.report()
                                            for n, a in self.appliances.items()}}

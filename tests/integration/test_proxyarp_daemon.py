@@ -595,6 +595,54 @@ def test_client_errors_name_the_problem(segment: Segment, intact, tmp_path: Path
         ProxyArpClient(str(missing)).wait_ready(timeout=0.2)
 
 
+def test_pipelined_requests_are_answered_in_order_on_one_connection(
+        segment: Segment, intact) -> None:
+    client = segment.client
+    before = client.stats()["control_requests"]
+    extra = [f"192.0.2.{70 + i}" for i in range(10)]
+    requests = [{"op": "add", "addresses": [a]} for a in extra]
+    requests += [{"op": "list"}, {"op": "remove", "addresses": extra}, {"op": "list"}]
+    replies = client.pipeline(requests)
+    assert [r["added"] for r in replies[:10]] == [[a] for a in extra]
+    assert replies[10]["addresses"] == sorted([PROXIED_IP, *extra],
+                                              key=ipaddress.IPv4Address)
+    assert replies[11]["removed"] == extra and replies[12]["addresses"] == [PROXIED_IP]
+    assert client.stats()["control_requests"] - before == len(requests) + 1
+    with pytest.raises(RequestRejected, match="unknown op"):
+        client.pipeline([{"op": "list"}, {"op": "nope"}, {"op": "list"}])
+
+
+def neighbours(netns: str) -> dict[str, str]:
+    out = run(["ip", "-j", "neigh", "show", "dev", "eth0"], netns=netns).stdout
+    return {n["dst"]: n.get("lladdr", "").lower() for n in json.loads(out or "[]")}
+
+
+def test_an_address_held_on_the_lan_is_probed_and_reported_as_a_conflict(
+        segment: Segment, intact) -> None:
+    client = segment.client
+    for role in ("lan", "host"):
+        run(["ip", "neigh", "flush", "dev", "eth0"], netns=segment.ns(role))
+    assert run(["ping", "-c", "1", "-W", "1", HOST_IP], netns=segment.ns("lan"),
+               check=False).returncode == 0
+    assert neighbours(segment.ns("lan"))[HOST_IP] == segment.macs["host"]
+    try:
+        assert client.add([HOST_IP, FREE_IP]) == [HOST_IP, FREE_IP]
+        [found] = client.wait_probed([HOST_IP, FREE_IP])
+        assert (found["address"], found["mac"], found["other_mac"], found["how"]) == (
+            HOST_IP, segment.macs["nea"], segment.macs["host"], "answered the probe")
+        assert client.conflicts()["probing"] == []
+        # the probe (sender IP 0.0.0.0) taught the host nothing about the NEA
+        assert NEA_IP not in neighbours(segment.ns("host"))
+        assert client.stats()["conflicts"] == 1
+        # and the appliance answers all the same (see netlab.proxyarp.probing)
+        assert segment.macs["nea"] in arping(segment.ns("lan"), HOST_IP, count=2)
+    finally:
+        client.remove([HOST_IP, FREE_IP])
+        for role in ("lan", "host"):
+            run(["ip", "neigh", "flush", "dev", "eth0"], netns=segment.ns(role))
+    assert client.conflicts() == {"conflicts": [], "probing": []}  # left the set: dropped
+
+
 # ---- life cycle -----------------------------------------------------------------------
 
 
