@@ -384,12 +384,32 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"time between them (default {DEFAULT_GRATUITOUS_INTERVAL}, RFC 5227)",
     )
+    parser.add_argument(
+        "--realtime", type=int, default=0, metavar="PRIORITY",
+        help="run under SCHED_FIFO at this priority (1-99; default 0: normal scheduling)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.realtime <= 99:
+        parser.error("--realtime must be between 0 and 99")
     if not 0 <= args.gratuitous_count <= 100:
         parser.error("--gratuitous-count must be between 0 and 100")
     if not 0 <= args.gratuitous_interval <= 3600:
         parser.error("--gratuitous-interval must be between 0 and 3600 seconds")
     return args
+
+
+def _take_realtime(priority: int) -> None:
+    """Answer before the host's ordinary work. On a busy host a woken process waits
+    milliseconds for a CPU (p99 2-8 ms measured at load 8 on 2 cores); a real-time one
+    runs at once. Safe to grant: the loop sleeps until a frame arrives and handles at
+    most FRAME_BUDGET frames per socket before it looks at the others, and the kernel
+    keeps 5 % of each CPU for everything else (sched_rt_runtime_us) even under a flood."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot run at real-time priority %d (%s); answering at normal "
+                    "priority", priority, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr,
         format=f"proxyarp[{os.getpid()}]: %(levelname)s %(message)s",
     )
+    if args.realtime:
+        _take_realtime(args.realtime)
     daemon = ProxyArpDaemon(args.socket, gratuitous_count=args.gratuitous_count,
                             gratuitous_interval=args.gratuitous_interval)
     try:
