@@ -137,21 +137,23 @@ def record(lab: Any, key: str, conflicts: list[dict[str, Any]], by: str) -> None
             table.pop(key, None)
 
 
-def _macs_on_lan(plan: LabPlan, key: str) -> dict[str, str]:
-    """MAC -> node name of the tenant's nodes on production LAN `key` (not replicas)."""
+def _holder_of(plan: LabPlan, key: str, mac: str, address: str) -> str:
+    """The node of production LAN `key` whose port has `mac`: first the VM whose address
+    it is (the usual case, a source still on), then every other node (netlink, one
+    namespace each)."""
     import contextlib
 
     from netlab.net.probes import interface_mac
 
     tenant = key.split("/", 1)[0]
-    names: dict[str, str] = {}
-    for node in plan.nodes.values():
-        iface = _port_on(node, key) if node.tenant == tenant else None
-        if iface is None or node.kind is NodeKind.REPLICA:
-            continue
+    nodes = [n for n in plan.nodes.values() if n.tenant == tenant
+             and n.kind is not NodeKind.REPLICA and _port_on(n, key) is not None]
+    nodes.sort(key=lambda n: n.address != address)
+    for node in nodes:
         with contextlib.suppress(Exception):  # a node powered off has no MAC to name
-            names[interface_mac(node.netns, iface)] = node.name
-    return names
+            if interface_mac(node.netns, _port_on(node, key) or "") == mac:
+                return node.name
+    return "unknown"
 
 
 def appliance_conflicts(lab: Any, vms: list[Node], by: str) -> list[dict[str, Any]]:
@@ -161,48 +163,49 @@ def appliance_conflicts(lab: Any, vms: list[Node], by: str) -> list[dict[str, An
     with sender IP 0.0.0.0, so unlike a probe from a production node nothing learns
     the source's MAC again from it. Waits for the probes still running (a fraction of
     a second), then records what they saw for those addresses (main thread: MACs are
-    named from netlink).
+    named from netlink). One request to the daemon and one state update for all.
     """
     from netlab.proxyarp.client import ProxyArpClient, ProxyArpError
 
     plan = lab.plan()
-    found: list[dict[str, Any]] = []
-    groups: dict[str, list[str]] = {}
+    wanted: dict[str, tuple[str, list[str]]] = {}  # appliance -> (LAN, addresses)
     for vm in vms:
-        if vm.address:
-            groups.setdefault(f"{vm.tenant}/{vm.network}", []).append(vm.address)
-    for key, addresses in groups.items():
-        tunnel = plan.tunnels.get(key)
-        if tunnel is None:
-            continue
-        client = ProxyArpClient(str(lab.proxy_arp_socket)).for_appliance(tunnel.tenant_nea)
-        try:
-            seen = client.wait_probed(addresses)
-        except ProxyArpError:
-            continue  # no appliance, no probe: nothing seen (status shows the daemon)
-        names = _macs_on_lan(plan, key) if seen else {}
-        conflicts = [{
+        tunnel = plan.tunnel_for(vm.tenant or "", vm.network or "")
+        if tunnel is not None and vm.address:
+            wanted.setdefault(tunnel.tenant_nea, (tunnel.key, []))[1].append(vm.address)
+    if not wanted:
+        return []
+    try:
+        seen = ProxyArpClient(str(lab.proxy_arp_socket)).wait_probed(
+            {a: [*addresses] for a, (_key, addresses) in wanted.items()})
+    except ProxyArpError:
+        return []  # no appliance, no probe: nothing seen (status shows the daemon)
+    found: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in wanted.values()}
+    for appliance, conflicts in seen.items():
+        key = wanted[appliance][0]
+        found[key] += [{
             "address": c["address"], "network": key, "macs": [c["mac"], c["other_mac"]],
-            "holders": [tunnel.tenant_nea, names.get(c["other_mac"], "unknown")],
-            "expected": tunnel.tenant_nea, "seen_by": tunnel.tenant_nea, "how": c["how"],
-            "time": c["time"]} for c in seen]
-        record_addresses(lab, key, addresses, conflicts, by)
-        found += conflicts
-    return found
+            "holders": [appliance, _holder_of(plan, key, c["other_mac"], c["address"])],
+            "expected": appliance, "seen_by": appliance, "how": c["how"],
+            "time": c["time"]} for c in conflicts]
+    probed = {key: addresses for key, addresses in wanted.values()}
+    record_addresses(lab, probed, found, by)
+    return [c for conflicts in found.values() for c in conflicts]
 
 
-def record_addresses(lab: Any, key: str, addresses: list[str],
-                     conflicts: list[dict[str, Any]], by: str) -> None:
-    """What a probe of `addresses` on LAN `key` saw replaces what was recorded for them;
-    the LAN's other addresses keep theirs."""
+def record_addresses(lab: Any, probed: dict[str, list[str]],
+                     found: dict[str, list[dict[str, Any]]], by: str) -> None:
+    """What the probes of `probed` addresses (by LAN) saw replaces what was recorded for
+    them; the LANs' other addresses keep theirs."""
     with lab.dir.update() as state:
         table = state.setdefault("conflicts", {})
-        kept = [c for c in table.get(key, []) if c["address"] not in addresses]
-        kept += [c | {"by": by} for c in conflicts]
-        if kept:
-            table[key] = kept
-        else:
-            table.pop(key, None)
+        for key, addresses in probed.items():
+            kept = [c for c in table.get(key, []) if c["address"] not in addresses]
+            kept += [c | {"by": by} for c in found.get(key, [])]
+            if kept:
+                table[key] = kept
+            else:
+                table.pop(key, None)
 
 
 def failover_warnings(lab: Any, vms: list[Node]) -> list[str]:

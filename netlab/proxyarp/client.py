@@ -130,15 +130,21 @@ class ProxyArpClient:
         return {"conflicts": list(reply.get("conflicts", [])),
                 "probing": list(reply.get("probing", []))}
 
-    def wait_probed(self, addresses: Iterable[str], timeout: float = 2.0) -> list[dict]:
-        """Wait until none of `addresses` is still in probe (at most `timeout`); the
-        conflicts found for them."""
-        wanted = set(addresses)
+    def wait_probed(self, wanted: dict[str, list[str]],
+                    timeout: float = 2.0) -> dict[str, list[dict]]:
+        """Wait until none of the addresses in `wanted` (appliance -> addresses) is still
+        in probe (at most `timeout`); the conflicts found for them, by appliance. One
+        request per look, whatever the number of appliances."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.conflicts()
-            if not wanted & set(found["probing"]) or time.monotonic() >= deadline:
-                return [c for c in found["conflicts"] if c["address"] in wanted]
+            reports = dict(self._call({"op": "conflicts", "all": True},
+                                      about_appliance=False).get("appliances", {}))
+            busy = any(set(addresses) & set(reports.get(name, {}).get("probing", []))
+                       for name, addresses in wanted.items())
+            if not busy or time.monotonic() >= deadline:
+                return {name: [c for c in reports.get(name, {}).get("conflicts", [])
+                               if c["address"] in addresses]
+                        for name, addresses in wanted.items()}
             time.sleep(0.02)
 
     def remove(self, addresses: Iterable[str]) -> list[str]:

@@ -80,6 +80,9 @@ class ProxyArpDaemon:
         # appliances with announcements queued: the loop looks at these only, so serving
         # a hundred appliances costs no more per frame than serving one
         self._announcing: set[Appliance] = set()
+        # when the earliest of their probes or announcements is due: frames that arrive
+        # before then cost no look at a hundred queues
+        self._due_at = 0.0
         self.started_at = time.time()
         self.control_requests = 0
         self.control_errors = 0
@@ -164,6 +167,7 @@ class ProxyArpDaemon:
     def _note_announcements(self, appliance: Appliance) -> None:
         if appliance.announce_queue or appliance.probes:
             self._announcing.add(appliance)
+            self._due_at = 0.0
 
     def detach(self, name: str) -> bool:
         appliance = self.appliances.pop(name, None)
@@ -197,20 +201,29 @@ class ProxyArpDaemon:
                     self._control.on_event(what, events)
                 if self._stop:
                     break
-            if self._announcing:
-                now = time.monotonic()
-                for appliance in list(self._announcing):
-                    # the probe first: it asks before the announcement claims
-                    appliance.send_due_probes(now)
-                    appliance.send_due_announcements(now)
-                    if not appliance.announce_queue and not appliance.probes:
-                        self._announcing.discard(appliance)
+            if self._announcing and (now := time.monotonic()) >= self._due_at:
+                self._send_due(now)
             self._control.expire_idle_clients()
         log.info("stopping")
 
+    def _send_due(self, now: float) -> None:
+        """Probes and announcements that are due; when the next ones will be."""
+        due_at = float("inf")
+        for appliance in list(self._announcing):
+            # the probe first: it asks before the announcement claims
+            appliance.send_due_probes(now)
+            appliance.send_due_announcements(now)
+            deadlines = [appliance.announce_queue[0][0]] if appliance.announce_queue else []
+            if (probe := appliance.probes.next_deadline()) is not None:
+                deadlines.append(probe)
+            if deadlines:
+                due_at = min(due_at, *deadlines)
+            else:
+                self._announcing.discard(appliance)
+        self._due_at = due_at
+
     def _next_timeout(self) -> float | None:
-        deadlines = [a.announce_queue[0][0] for a in self._announcing if a.announce_queue]
-        deadlines += [d for a in self._announcing if (d := a.probes.next_deadline()) is not None]
+        deadlines = [self._due_at] if self._announcing else []
         idle = self._control.next_deadline()
         if idle is not None:
             deadlines.append(idle)

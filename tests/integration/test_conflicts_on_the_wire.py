@@ -109,3 +109,5 @@ def test_failover_with_the_source_on_reports_the_conflict_and_production_ends_on
     # the source leaves: only the NEA answers
     lab.netlab("vm", "fail", "acme/app")
     assert set(arping(db.netns, db.port.name, APP_IP, count=2)) == {nea_mac}
+    # the NEA probed again as it took over: nobody else answers, the record is gone
+    assert lab.status()["conflicts"] == []

@@ -627,7 +627,7 @@ def test_an_address_held_on_the_lan_is_probed_and_reported_as_a_conflict(
     assert neighbours(segment.ns("lan"))[HOST_IP] == segment.macs["host"]
     try:
         assert client.add([HOST_IP, FREE_IP]) == [HOST_IP, FREE_IP]
-        [found] = client.wait_probed([HOST_IP, FREE_IP])
+        [found] = client.wait_probed({"eth0": [HOST_IP, FREE_IP]})["eth0"]
         assert (found["address"], found["mac"], found["other_mac"], found["how"]) == (
             HOST_IP, segment.macs["nea"], segment.macs["host"], "answered the probe")
         assert client.conflicts()["probing"] == []
