@@ -23,10 +23,15 @@ def supervisor_argv(lab: str) -> list[str]:
     return [sys.executable, "-m", "netlab.supervisor", "--lab", lab]
 
 
+# The lowest real-time priority: above every ordinary process, below the kernel's own
+# real-time threads (netlab.proxyarp.daemon says why it is safe).
+PROXY_ARP_REALTIME = 1
+
+
 def proxy_arp_argv(socket_path: Path) -> list[str]:
     # Gratuitous ARP is set per appliance at attach; the daemon's default is none.
     return [sys.executable, "-m", "netlab.proxyarp", "--socket", str(socket_path),
-            "--gratuitous-count", "0"]
+            "--gratuitous-count", "0", "--realtime", str(PROXY_ARP_REALTIME)]
 
 
 def start_supervisor(lab: str, log_dir: Path, state_root: Path) -> ProcessRecord:

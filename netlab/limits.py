@@ -21,14 +21,24 @@ raises it; `raise_for` raises what a lab needs (the user's opt-in: `netlab up
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netlab.errors import PreconditionFailed
+from netlab.processes import process_start_time
 
 PROC_SYS = Path("/proc/sys")
+# Where the last inotify count is kept (netlab's root-only run directory) and how old a
+# count `status` takes: other programs' instances change slowly, and every operation
+# that powers pairs on counts afresh before it checks.
+COUNT_CACHE = Path("/run/netlab/inotify-count.json")
+STATUS_COUNT_AGE = 30.0
 # per wireguard-go, with room for the Go runtime to add threads under load
 THREADS_PER_DAEMON = 16
 FILES_PER_DAEMON = 32
@@ -74,30 +84,66 @@ def write_sysctl(key: str, value: int) -> None:
     (PROC_SYS / key.replace(".", "/")).write_text(f"{value}\n")
 
 
-def inotify_instances(uid: int = 0) -> int:
+def inotify_instances(uid: int = 0, max_age: float = 0.0,
+                      recorded: Iterable[int] = ()) -> int:
     """Inotify instances held by processes of `uid`: the count the per-user limit checks.
 
     No library exposes it (psutil lists files, not anonymous inodes), so each process's
-    descriptors are read from /proc; processes that exit meanwhile are skipped.
+    descriptors are read from /proc: 0.1-0.4 s on a host running a large lab. With
+    `max_age` (what `status` uses) the holders found by a scan any netlab process made
+    within that many seconds (COUNT_CACHE) are counted again if they still run, plus
+    the `recorded` pids (the lab's wireguard-go, one instance each) that started since:
+    a stat per holder instead of a readlink per descriptor of the host. Checks before
+    an operation powers pairs on always scan.
     """
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    if max_age > 0:
+        holders = _cached_holders(uid, max_age)
+        if holders is not None:
+            alive = {pid: n for pid, (started, n) in holders.items()
+                     if process_start_time(pid) == started}
+            return sum(alive.values()) + sum(1 for pid in set(recorded) - set(holders)
+                                             if process_start_time(pid) is not None)
+    found: dict[int, tuple[int | None, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
+        base = f"/proc/{name}/fd/"
         try:
-            if entry.stat().st_uid != uid:
-                continue
-            fds = os.scandir(f"/proc/{entry.name}/fd")
+            fds = os.listdir(base)
         except OSError:
-            continue
-        with fds:
-            for fd in fds:
-                try:
-                    if os.readlink(fd.path) == "anon_inode:inotify":
-                        count += 1
-                except OSError:
-                    continue
-    return count
+            continue  # exited meanwhile, or a kernel thread
+        count = 0
+        for fd in fds:
+            try:
+                if os.readlink(base + fd) == "anon_inode:inotify":
+                    count += 1
+            except OSError:
+                continue
+        # the owner is looked up only for the few processes that hold one
+        with contextlib.suppress(OSError):
+            if count and os.stat(f"/proc/{name}").st_uid == uid:
+                found[int(name)] = (process_start_time(int(name)), count)
+    _store_holders(uid, found)
+    return sum(n for _, n in found.values())
+
+
+def _cached_holders(uid: int, max_age: float) -> dict[int, tuple[int | None, int]] | None:
+    try:
+        entry = json.loads(COUNT_CACHE.read_text())[str(uid)]
+        if 0 <= time.time() - float(entry["time"]) <= max_age:
+            return {int(pid): (started, int(n)) for pid, (started, n) in entry["holders"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _store_holders(uid: int, holders: dict[int, tuple[int | None, int]]) -> None:
+    # Best effort: a host cache, root-only like the rest of /run/netlab.
+    with contextlib.suppress(OSError):
+        COUNT_CACHE.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = COUNT_CACHE.with_name(f"{COUNT_CACHE.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({str(uid): {"time": time.time(), "holders": holders}}))
+        os.replace(tmp, COUNT_CACHE)
 
 
 def _threads_in_use() -> int:
@@ -105,8 +151,9 @@ def _threads_in_use() -> int:
     return int(Path("/proc/loadavg").read_text().split()[3].split("/")[1])
 
 
-def userspace_limits() -> list[Limit]:
-    """The limits that bound how many more NEA pairs wireguard-go can run, read now."""
+def userspace_limits(max_age: float = 0.0, recorded: Iterable[int] = ()) -> list[Limit]:
+    """The limits that bound how many more NEA pairs wireguard-go can run, read now
+    (the inotify holders may be `max_age` seconds old: see inotify_instances)."""
     from netlab.wireguard import SOCKET_BUFFER_BYTES
 
     threads = _threads_in_use()
@@ -117,7 +164,7 @@ def userspace_limits() -> list[Limit]:
     per_pair_udp = DAEMONS_PER_PAIR * UDP_SOCKETS_PER_DAEMON * SOCKET_BUFFER_BYTES // PAGE
     return [
         Limit("fs.inotify.max_user_instances", int(read_sysctl("fs.inotify.max_user_instances")),
-              inotify_instances(), DAEMONS_PER_PAIR,
+              inotify_instances(max_age=max_age, recorded=recorded), DAEMONS_PER_PAIR,
               "wireguard-go takes one inotify instance per NEA, two per pair"),
         Limit("kernel.threads-max", int(read_sysctl("kernel.threads-max")), threads,
               per_pair_threads, f"wireguard-go runs ~{THREADS_PER_DAEMON} threads per NEA"),
@@ -132,11 +179,12 @@ def userspace_limits() -> list[Limit]:
     ]
 
 
-def capacity(backend: str, limits: list[Limit] | None = None) -> dict[str, Any]:
+def capacity(backend: str, limits: list[Limit] | None = None, max_age: float = 0.0,
+             recorded: Iterable[int] = ()) -> dict[str, Any]:
     """How many more NEA pairs fit, and which limit binds (None: no ceiling)."""
     if backend == "kernel":
         return {"backend": backend, "pairs_left": None, "binding": None, "limits": []}
-    limits = userspace_limits() if limits is None else limits
+    limits = userspace_limits(max_age, recorded) if limits is None else limits
     hard = [lim for lim in limits if lim.hard]
     binding = min(hard, key=lambda lim: lim.pairs_left)
     return {"backend": backend, "pairs_left": binding.pairs_left, "binding": binding.key,

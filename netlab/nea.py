@@ -38,6 +38,7 @@ from netlab.processes import (
     stop_process,
 )
 from netlab.proxyarp.client import DaemonNotRunning, ProxyArpClient
+from netlab.proxyarp.control import ControlError, remove_stale_socket
 from netlab.proxyarp.sets import SetSpec
 from netlab.replica_state import RUNNING_AT_SP
 
@@ -322,12 +323,15 @@ def ensure_proxy_daemon(lab: Lab) -> bool:
             return False
         if rec is not None:
             stop_process(rec)  # a stuck one would keep the control socket
+        # A killed daemon's socket may still accept while its exit closes a hundred
+        # packet sockets: a ping of the new one would wait there for nothing.
+        with contextlib.suppress(ControlError):
+            remove_stale_socket(str(lab.proxy_arp_socket))
         new = lab.start_proxy_arp()
         state = lab.dir.read()  # once: a large lab's state costs milliseconds to read
         learned = [t for t in lab.plan().tunnels.values()
                    if state.get("neas", {}).get(t.key, {}).get("power") == "on"]
-        for tunnel in learned:
-            _push(lab, tunnel, attach=True, state=state)
+        _push_all(lab, learned, attach=True, state=state)
         lab.dir.journal("proxyarp-relearned", pid=new.pid, pairs=[t.key for t in learned],
                         message=f"proxy-ARP process (re)started; it serves the appliances of "
                                 f"{len(learned)} powered-on NEA pairs")
@@ -335,32 +339,40 @@ def ensure_proxy_daemon(lab: Lab) -> bool:
 
 
 def _push(lab: Lab, tunnel: Tunnel, attach: bool, state: dict[str, Any] | None = None) -> None:
-    """Send both sides' sets (and attach them first): the SP side first, so a replica's
-    address is never claimed by a proxy on both sides at once. `state` read under the
-    daemon lock, or read here."""
+    _push_all(lab, [tunnel], attach, lab.dir.read() if state is None else state)
+
+
+def _push_all(lab: Lab, tunnels: list[Tunnel], attach: bool, state: dict[str, Any]) -> None:
+    """Send both sides' sets of every pair (and attach them first): the SP side first, so
+    a replica's address is never claimed by a proxy on both sides at once. `state` read
+    under the daemon lock. One connection for all: a relearn of a hundred pairs is four
+    hundred requests."""
     plan = lab.plan()
-    sets = proxy_sets(plan, lab.dir.read() if state is None else state, tunnel)
-    daemon = _daemon_client(lab)
-    for side in ("sp", "tenant"):
-        node_name = tunnel.sp_nea if side == "sp" else tunnel.tenant_nea
-        client = daemon.for_appliance(node_name)
-        if attach:
-            iface = tunnel.sp_cloud_port if side == "sp" else tunnel.tenant_lan_port
-            # the tenant side announces its replicas, so neighbours switch to its MAC at
-            # once instead of when their entry ages out
-            client.attach(plan.nodes[node_name].netns, iface,
-                          gratuitous_count=0 if side == "sp" else 3)
-        spec = sets[side]
-        client.set(spec.prefixes, spec.addresses, spec.exceptions)
+    requests: list[dict[str, Any]] = []
+    for tunnel in tunnels:
+        sets = proxy_sets(plan, state, tunnel)
+        for side in ("sp", "tenant"):
+            node_name = tunnel.sp_nea if side == "sp" else tunnel.tenant_nea
+            if attach:
+                iface = tunnel.sp_cloud_port if side == "sp" else tunnel.tenant_lan_port
+                # the tenant side announces its replicas, so neighbours switch to its MAC
+                # at once instead of when their entry ages out
+                requests.append({"op": "attach", "appliance": node_name,
+                                 "netns": plan.nodes[node_name].netns, "iface": iface,
+                                 "gratuitous_count": 0 if side == "sp" else 3})
+            spec = sets[side]
+            requests.append({"op": "set", "appliance": node_name,
+                             "prefixes": list(spec.prefixes), "addresses": list(spec.addresses),
+                             "except": list(spec.exceptions)})
+    if requests:
+        _daemon_client(lab).pipeline(requests)
 
 
 def attach_pairs(lab: Lab, tunnels: list[Tunnel]) -> None:
     """The pairs' appliances answer ARP from now on, each for its set."""
     ensure_proxy_daemon(lab)
     with _daemon_lock(lab):
-        state = lab.dir.read()
-        for tunnel in tunnels:
-            _push(lab, tunnel, attach=True, state=state)
+        _push_all(lab, tunnels, attach=True, state=lab.dir.read())
 
 
 def attach_pair(lab: Lab, tunnel: Tunnel) -> None:

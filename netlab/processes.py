@@ -53,6 +53,22 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: the task has begun to exit
+
+
+def is_exiting(pid: int) -> bool:
+    """True when `pid` has begun to exit (killed, or returned): it never runs again,
+    though the kernel may take a while to close its files. A packet socket's close waits
+    for an RCU grace period, so a process that held a hundred takes over a second to
+    become a zombie after SIGKILL."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return bool(int(fields[6]) & PF_EXITING)
+
+
 def command_line(pid: int) -> list[str] | None:
     """The arguments `pid` runs with (from /proc), None if there is no such process."""
     try:

@@ -2,12 +2,18 @@
 
 netlab's own state says which node holds an address; a VM someone starts by hand
 with a used address, or a source VM still on during a failover, is only seen on
-the wire. A probe from one node of the LAN asks ARP for every address the lab
-knows there (VMs, the gateway, the tenant NEA, DHCP leases, bubble proxies) and
-counts the MACs that answer: two are a conflict. `validate` and `failover`
-record what they saw in ``state["conflicts"]`` (``"<tenant>/<network>"`` ->
-list of conflicts), which `status` shows; a later probe of the same LAN replaces
-it.
+the wire. Two probes find them:
+
+- `validate`: from one node of the LAN, ARP for every address the lab knows there
+  (VMs, the gateway, the tenant NEA, DHCP leases, bubble proxies), counting the
+  MACs that answer: two are a conflict. What it sees replaces the LAN's record.
+- `failover`: the tenant NEA's appliance probes each address it takes over
+  (netlab.proxyarp.probing, sender IP 0.0.0.0, so the probe itself moves no
+  neighbour back to the source); what it found replaces the record of those
+  addresses.
+
+Both record in ``state["conflicts"]`` (``"<tenant>/<network>"`` -> list of
+conflicts), which `status` shows.
 """
 
 from __future__ import annotations
@@ -18,11 +24,6 @@ from typing import Any
 
 from netlab.net.probes import ArpAnswer
 from netlab.plan import LabPlan, Node, NodeKind
-
-# Seconds a failover listens for answers: on one LAN every answer comes within
-# milliseconds, and each second the source VM stays on after a failover, its own ARP
-# traffic (neighbour confirmation 5 s after use) may win its neighbours back.
-WIRE_WINDOW = 0.3
 
 
 @dataclass(frozen=True)
@@ -136,33 +137,78 @@ def record(lab: Any, key: str, conflicts: list[dict[str, Any]], by: str) -> None
             table.pop(key, None)
 
 
-def probe_lans(lab: Any, keys: list[str], by: str) -> list[dict[str, Any]]:
-    """Probe each production LAN of `keys` now (main thread: MACs come from netlink)."""
+def _holder_of(plan: LabPlan, key: str, mac: str, address: str) -> str:
+    """The node of production LAN `key` whose port has `mac`: first the VM whose address
+    it is (the usual case, a source still on), then every other node (netlink, one
+    namespace each)."""
     import contextlib
 
-    from netlab.net.probes import ArpJob, arp_probe, interface_mac
+    from netlab.net.probes import interface_mac
 
-    plan, state = lab.plan(), lab.dir.read()
-    found: list[dict[str, Any]] = []
-    for key in keys:
-        probe = lan_probe(plan, state, key)
-        if probe is None:
-            continue
-        answers = arp_probe([ArpJob(probe.netns, probe.iface, a) for a in probe.addresses],
-                            window=WIRE_WINDOW)
-        macs = {}
-        for where in probe.interfaces:
-            with contextlib.suppress(Exception):  # a node powered off has no MAC to name
-                macs[where] = interface_mac(*where)
-        seen = conflicts_of(probe, answers, macs)
-        forget(probe, seen)
-        record(lab, key, seen, by)
-        found += seen
-    return found
+    tenant = key.split("/", 1)[0]
+    nodes = [n for n in plan.nodes.values() if n.tenant == tenant
+             and n.kind is not NodeKind.REPLICA and _port_on(n, key) is not None]
+    nodes.sort(key=lambda n: n.address != address)
+    for node in nodes:
+        with contextlib.suppress(Exception):  # a node powered off has no MAC to name
+            if interface_mac(node.netns, _port_on(node, key) or "") == mac:
+                return node.name
+    return "unknown"
 
 
-def failover_warnings(lab: Any, keys: list[str], sources_on: bool) -> list[str]:
-    """After a failover with a source still on: the conflicts the wire shows, as warnings."""
-    if not sources_on:
-        return []  # nothing to look for, and a probe costs a second
-    return [f"seen on the wire: {describe(c)}" for c in probe_lans(lab, keys, "failover")]
+def appliance_conflicts(lab: Any, vms: list[Node], by: str) -> list[dict[str, Any]]:
+    """The conflicts the tenant NEAs' own ARP probes found for `vms`' addresses.
+
+    The appliance probes an address as it takes it over (netlab.proxyarp.probing):
+    with sender IP 0.0.0.0, so unlike a probe from a production node nothing learns
+    the source's MAC again from it. Waits for the probes still running (a fraction of
+    a second), then records what they saw for those addresses (main thread: MACs are
+    named from netlink). One request to the daemon and one state update for all.
+    """
+    from netlab.proxyarp.client import ProxyArpClient, ProxyArpError
+
+    plan = lab.plan()
+    wanted: dict[str, tuple[str, list[str]]] = {}  # appliance -> (LAN, addresses)
+    for vm in vms:
+        tunnel = plan.tunnel_for(vm.tenant or "", vm.network or "")
+        if tunnel is not None and vm.address:
+            wanted.setdefault(tunnel.tenant_nea, (tunnel.key, []))[1].append(vm.address)
+    if not wanted:
+        return []
+    try:
+        seen = ProxyArpClient(str(lab.proxy_arp_socket)).wait_probed(
+            {a: [*addresses] for a, (_key, addresses) in wanted.items()})
+    except ProxyArpError:
+        return []  # no appliance, no probe: nothing seen (status shows the daemon)
+    found: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in wanted.values()}
+    for appliance, conflicts in seen.items():
+        key = wanted[appliance][0]
+        found[key] += [{
+            "address": c["address"], "network": key, "macs": [c["mac"], c["other_mac"]],
+            "holders": [appliance, _holder_of(plan, key, c["other_mac"], c["address"])],
+            "expected": appliance, "seen_by": appliance, "how": c["how"],
+            "time": c["time"]} for c in conflicts]
+    probed = {key: addresses for key, addresses in wanted.values()}
+    record_addresses(lab, probed, found, by)
+    return [c for conflicts in found.values() for c in conflicts]
+
+
+def record_addresses(lab: Any, probed: dict[str, list[str]],
+                     found: dict[str, list[dict[str, Any]]], by: str) -> None:
+    """What the probes of `probed` addresses (by LAN) saw replaces what was recorded for
+    them; the LANs' other addresses keep theirs."""
+    with lab.dir.update() as state:
+        table = state.setdefault("conflicts", {})
+        for key, addresses in probed.items():
+            kept = [c for c in table.get(key, []) if c["address"] not in addresses]
+            kept += [c | {"by": by} for c in found.get(key, [])]
+            if kept:
+                table[key] = kept
+            else:
+                table.pop(key, None)
+
+
+def failover_warnings(lab: Any, vms: list[Node]) -> list[str]:
+    """After a failover: the conflicts its appliances saw on the wire, as warnings."""
+    return [f"seen on the wire: {describe(c)}; the tenant NEA answers for it from now on"
+            for c in appliance_conflicts(lab, vms, "failover")]

@@ -213,8 +213,7 @@ def _run_failover(
     op.log(8, "proven", f"tenant side reaches the replicas at their production addresses; "
            f"recovery time {result.recovery_seconds or 0:.3f} s",
            recovery_seconds=result.recovery_seconds)
-    on = any(state.get("nodes", {}).get(v.name, {}).get("power") == "on" for v in vms)
-    result.warnings += conflicts.failover_warnings(lab, networks, on)
+    result.warnings += conflicts.failover_warnings(lab, vms)
     op.finish()
     return result
 
@@ -504,8 +503,11 @@ def vm_power(lab: Lab, vm_name: str, action: str) -> str:
             power.power_off(lab, vm)
         else:  # fail: the disaster; the VM drops off the LAN at once
             power.power_off(lab, vm, power="failed", force=True)
-        if action != "start" and _replica_state(lab.dir.read(), vm.name) in RUNNING_AT_SP:
-            nea.take_over(lab, vm)
+        # the NEA announces the address again and probes it: a conflict recorded while the
+        # source ran is cleared once the wire shows nobody else holds it
+        if (action != "start" and _replica_state(lab.dir.read(), vm.name) in RUNNING_AT_SP
+                and nea.take_over(lab, vm)):
+            conflicts.appliance_conflicts(lab, [vm], f"vm {action}")
     lab.dir.journal(f"vm-{action}", vm=vm.name)
     return ("on" + conflict) if action == "start" else (
         "failed" if action == "fail" else "off")

@@ -14,9 +14,12 @@ import os
 import selectors
 import socket
 import stat
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from netlab.processes import is_exiting
 
 log = logging.getLogger("netlab.proxyarp")
 
@@ -56,7 +59,7 @@ class ControlServer:
         path = self.path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o700, exist_ok=True)
-        _remove_stale_socket(path)
+        remove_stale_socket(path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # The umask makes bind() create the file 0600 in the first place: a chmod
         # afterwards would leave a window in which anyone could connect.
@@ -213,7 +216,9 @@ class ControlServer:
                 self._drop(client)
 
 
-def _remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str) -> None:
+    """Remove `path` if no daemon answers there any more (dead, or exiting);
+    ControlError if a live one listens or the path is not a socket."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -230,10 +235,30 @@ def _remove_stale_socket(path: str) -> None:
             os.unlink(path)
         return
     except OSError as exc:
+        probe.close()
         raise ControlError(f"cannot check existing socket {path}: {exc}") from exc
+    try:
+        listener = _peer_pid(probe)
     finally:
         probe.close()
+    if listener and is_exiting(listener):
+        # A daemon killed with many appliances still listens while the kernel closes
+        # its packet sockets (over a second for a hundred; the listener goes last), but
+        # it will never answer again: take the path over now.
+        log.info("the daemon listening on %s (pid %d) is exiting; replacing it", path, listener)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
     raise ControlError(f"another daemon is already listening on {path}")
+
+
+def _peer_pid(sock: socket.socket) -> int:
+    """The pid of the process that listens at the other end (0 if unknown)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return 0
+    return struct.unpack("3i", raw)[0]
 
 
 def encode(reply: dict) -> bytes:

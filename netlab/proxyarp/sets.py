@@ -85,7 +85,11 @@ class AddressSet:
             return True
         if ip in self.exceptions:
             return False
-        return any(first <= ip <= last for first, last, _ in self.prefixes)
+        # a loop, not any(generator): this runs for every request the daemon reads
+        for first, last, _ in self.prefixes:  # noqa: SIM110
+            if first <= ip <= last:
+                return True
+        return False
 
     def covers(self, ip: int) -> bool:
         """True when a prefix holds `ip` (whatever the exceptions say)."""

@@ -66,3 +66,45 @@ def test_this_hosts_limits_can_be_read() -> None:
     assert {"fs.inotify.max_user_instances", "kernel.threads-max", "kernel.pid_max",
             "fs.file-max", "net.ipv4.udp_mem"} <= set(found)
     assert all(lim.value > 0 and lim.in_use >= 0 for lim in found.values())
+
+
+
+
+def test_status_counts_inotify_holders_of_a_recent_scan_that_still_run(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import json
+    import os
+    import subprocess
+
+    from netlab.processes import process_start_time
+
+    cache = tmp_path / "count.json"
+    monkeypatch.setattr(limits, "COUNT_CACHE", cache)
+    uid, me = os.getuid(), os.getpid()
+    mine = ctypes.CDLL(None, use_errno=True).inotify_init()
+    assert mine >= 0
+    try:
+        limits.inotify_instances(uid)  # a scan finds this process holding it
+        holders = json.loads(cache.read_text())[str(uid)]["holders"]
+        assert holders[str(me)][1] >= 1
+    finally:
+        os.close(mine)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    limits._store_holders(uid, {me: (process_start_time(me), 2), ended.pid: (1, 5)})
+    # within max_age no scan: the holders that still run, not the one that ended
+    assert limits.inotify_instances(uid, max_age=30) == 2
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        # a recorded process (the lab's wireguard-go) started since counts one
+        assert limits.inotify_instances(uid, max_age=30, recorded=[sleeper.pid, me]) == 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert limits.inotify_instances(uid, max_age=30, recorded=[sleeper.pid]) == 2
+    # too old a cache: a scan again, which rewrites it
+    written = json.loads(cache.read_text())[str(uid)]["time"]
+    monkeypatch.setattr(limits.time, "time", lambda: written + 31)
+    limits.inotify_instances(uid, max_age=30)
+    assert json.loads(cache.read_text())[str(uid)]["time"] == written + 31

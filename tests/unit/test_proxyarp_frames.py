@@ -220,6 +220,8 @@ def test_random_frames_never_raise_and_agree_with_scapy() -> None:
             eth_dst = rng.choice([b"\xff" * 6, b"\xff" * 6, OUR, frames.mac_from_text(OTHER_MAC)])
             frame = eth_dst + frames.mac_from_text(HOST_MAC) + b"\x08\x06" + bytes(body)
         verdict, reply = decide(frame, OUR, PROXIED)
+        # the hot path's byte slices and the field-by-field reference agree exactly
+        assert (verdict, reply) == frames.decide_parsed(frame, OUR, PROXIED), frame.hex()
         assert isinstance(verdict, Verdict)
         assert (reply is not None) == (verdict is Verdict.REPLY)
         assert (verdict is Verdict.REPLY) == scapy_would_answer(frame), frame.hex()
