@@ -80,7 +80,9 @@ def test_setup_installs_with_apt_and_no_recommends() -> None:
         assert " -y" in line, line
     match = re.search(r"^packages=\(\n(.*?)^\)", text, re.M | re.S)
     assert match, "setup.sh lists its Debian packages in packages=( ... )"
-    assert set(match.group(1).split()) == REQUIRED_PACKAGES
+    # chromium drives the web view's tests: added unless --up (a lab alone needs none)
+    assert set(match.group(1).split()) | {"chromium"} == REQUIRED_PACKAGES
+    assert "if ((!bring_up)); then packages+=(chromium); fi" in text
     assert "packages+=(graphviz)" in text  # only with --with-graphviz
     code = "\n".join(_code_lines(SETUP))
     assert "iptables" not in code
@@ -91,7 +93,9 @@ def test_setup_builds_the_venv_from_debian_python_and_links_netlab() -> None:
     text = SETUP.read_text()
     assert "py=/usr/bin/python3" in text
     assert '"$py" -m venv "$venv"' in text
-    assert "pip install -q -e '.[test]'" in text
+    # the test tools unless --up, which installs netlab alone
+    assert "if ((bring_up)); then target=.; else target=.[test]; fi" in text
+    assert 'pip install -q -e "$target"' in text
     assert "/usr/local/bin/netlab" in text
     assert 'venv="$repo/.venv"' in text
     # the repository comes from the script's own path, not from the cwd
