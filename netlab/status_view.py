@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -205,9 +207,20 @@ def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: 
         except NetlabError as exc:
             return Text(f"netlab: {exc}", style="bold red")
 
+    # Ctrl-C ends the watch between two refreshes. Raised in the middle of a fetch, a
+    # KeyboardInterrupt can land inside pyroute2's event loop, which does not always let
+    # it through: the watch then hung (seen under load). A second Ctrl-C still interrupts.
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         if as_json or not console.is_terminal:
-            while True:
+            while not stop.is_set():
                 if as_json:
                     try:
                         line = json.dumps(fetch(), default=str)
@@ -218,15 +231,17 @@ def watch_status(fetch: Callable[[], dict[str, Any]], interval: float, as_json: 
                     console.rule(time.strftime("%H:%M:%S"))
                     console.print(view())
                 console.file.flush()
-                time.sleep(interval)
+                stop.wait(interval)
+            return
         from rich.live import Live
 
         with Live(console=console, auto_refresh=False, screen=False) as live:
-            while True:
+            while not stop.is_set():
                 footer = Text(f"refreshed {time.strftime('%H:%M:%S')} every {interval:g} s; "
                               "Ctrl-C to stop", style="dim")
                 live.update(Group(view(), footer), refresh=True)
-                time.sleep(interval)
+                stop.wait(interval)
     except KeyboardInterrupt:
-        # Ctrl-C is how a watch ends, not an error
-        return
+        return  # the second Ctrl-C: how a watch ends, not an error
+    finally:
+        signal.signal(signal.SIGINT, previous)
